@@ -1,0 +1,3 @@
+"""mtrl: multi-task reinforcement learning with gradient surgery on Meta-World."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,199 @@
+"""Multi-task SAC: task-conditioned actor, twin critic, one learned temperature per task.
+
+Every loss is computed per task: given a ``[K, n, ...]`` batch it returns a ``[K]`` vector, and
+given one task's ``[n, ...]`` slice (inside a vmap) a scalar. :meth:`MTSAC._descend` is the one
+place where the K losses of a component become a gradient step.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from mtrl.config import AgentConfig
+from mtrl.networks import Actor, TwinCritic
+from mtrl.replay import Batch
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[Params, Any], torch.Tensor]
+
+
+class Temperature(nn.Module):
+    """Per-task log-temperatures; a sample's alpha is selected by its task one-hot."""
+
+    def __init__(self, num_tasks: int, init_alpha: float):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.full((num_tasks,), float(np.log(init_alpha))))
+
+    def forward(self, task_onehot: torch.Tensor) -> torch.Tensor:
+        return task_onehot @ self.log_alpha
+
+
+class CriticInputs(NamedTuple):
+    obs: torch.Tensor
+    action: torch.Tensor
+    target: torch.Tensor
+
+
+class ActorInputs(NamedTuple):
+    obs: torch.Tensor
+    noise: torch.Tensor
+    alpha: torch.Tensor
+
+
+class AlphaInputs(NamedTuple):
+    task_onehot: torch.Tensor
+    log_prob: torch.Tensor
+
+
+class Component(NamedTuple):
+    """A set of parameters trained on one loss, with its own optimizer."""
+
+    name: str
+    params: dict[str, nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    loss: LossFn
+
+
+class MTSAC:
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        config: AgentConfig,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        self.config = config
+        self.num_tasks = num_tasks
+        self.action_dim = action_dim
+        self.device = torch.device(device)
+        self.target_entropy = (
+            -float(action_dim) if config.target_entropy is None else config.target_entropy
+        )
+        self.actor = Actor(
+            obs_dim,
+            action_dim,
+            num_tasks,
+            config.hidden_dims,
+            config.multi_head,
+            (config.log_std_min, config.log_std_max),
+        ).to(self.device)
+        self.critic = TwinCritic(
+            obs_dim, action_dim, num_tasks, config.hidden_dims, config.multi_head
+        ).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.temperature = Temperature(num_tasks, config.init_alpha).to(self.device)
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(seed)
+        self.components = {
+            "critic": self._component("critic", self.critic, config.critic_lr, self._critic_loss),
+            "actor": self._component("actor", self.actor, config.actor_lr, self._actor_loss),
+            "alpha": self._component("alpha", self.temperature, config.alpha_lr, self._alpha_loss),
+        }
+
+    @staticmethod
+    def _component(name: str, module: nn.Module, lr: float, loss: LossFn) -> Component:
+        params = dict(module.named_parameters())
+        return Component(name, params, torch.optim.Adam(params.values(), lr=lr), loss)
+
+    # ----------------------------------------------------------------------------- acting
+    def _noise(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions for a ``[K, obs_dim]`` array of observations, one row per env."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        shape = (*obs_t.shape[:-1], self.action_dim)
+        noise = torch.zeros(shape, device=self.device) if deterministic else self._noise(shape)
+        action, _ = self.actor(obs_t, noise)
+        return action.cpu().numpy()
+
+    # ----------------------------------------------------------------------------- losses
+    def _critic_loss(self, params: Params, batch: CriticInputs) -> torch.Tensor:
+        q1, q2 = functional_call(self.critic, params, (batch.obs, batch.action))
+        return (q1 - batch.target).pow(2).mean(-1) + (q2 - batch.target).pow(2).mean(-1)
+
+    def _actor_loss(self, params: Params, batch: ActorInputs) -> torch.Tensor:
+        action, log_prob = functional_call(self.actor, params, (batch.obs, batch.noise))
+        critic = {k: v.detach() for k, v in self.components["critic"].params.items()}
+        q1, q2 = functional_call(self.critic, critic, (batch.obs, action))
+        return (batch.alpha * log_prob - torch.minimum(q1, q2)).mean(-1)
+
+    def _alpha_loss(self, params: Params, batch: AlphaInputs) -> torch.Tensor:
+        log_alpha = functional_call(self.temperature, params, (batch.task_onehot,))
+        return -(log_alpha * (batch.log_prob + self.target_entropy)).mean(-1)
+
+    @torch.no_grad()
+    def critic_target_values(self, batch: Batch) -> torch.Tensor:
+        """r + gamma * (1 - terminated) * (min Q_targ(s', a') - alpha * log pi(a'|s')).
+
+        Truncated transitions bootstrap like any other: only ``terminated`` stops the target.
+        """
+        next_action, next_log_prob = self.actor(batch.next_obs, self._noise(batch.action.shape))
+        q1, q2 = self.critic_target(batch.next_obs, next_action)
+        alpha = self.temperature(self.task_onehot(batch.next_obs)).exp()
+        next_value = torch.minimum(q1, q2) - alpha * next_log_prob
+        return batch.reward + self.config.gamma * (1.0 - batch.terminated) * next_value
+
+    def task_onehot(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs[..., -self.num_tasks :]
+
+    # ----------------------------------------------------------------------------- update
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One SAC step on a balanced ``[K, n, ...]`` batch: critic, actor, temperature, targets.
+
+        Returns per-task metrics as device tensors (no host sync here).
+        """
+        onehot = self.task_onehot(batch.obs)
+        target = self.critic_target_values(batch)
+        critic_losses = self._descend(
+            self.components["critic"], CriticInputs(batch.obs, batch.action, target)
+        )
+
+        with torch.no_grad():
+            alpha = self.temperature(onehot).exp()
+        noise = self._noise(batch.action.shape)
+        actor_losses = self._descend(self.components["actor"], ActorInputs(batch.obs, noise, alpha))
+
+        with torch.no_grad():
+            _, log_prob = self.actor(batch.obs, noise)
+        alpha_losses = self._descend(self.components["alpha"], AlphaInputs(onehot, log_prob))
+
+        self._update_targets()
+        return {
+            "critic_loss": critic_losses,
+            "actor_loss": actor_losses,
+            "alpha_loss": alpha_losses,
+            "alpha": self.temperature.log_alpha.detach().exp(),
+            "entropy": -log_prob.mean(-1),
+            "q_target": target.mean(-1),
+        }
+
+    def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
+        """Turn a component's K per-task losses into one optimizer step; returns the losses.
+
+        Plain MT-SAC: the gradient of the mean over tasks.
+        """
+        params = component.params
+        losses = component.loss(params, inputs)
+        grads = torch.autograd.grad(losses.mean(), list(params.values()))
+        for param, grad in zip(params.values(), grads, strict=True):
+            param.grad = grad
+        component.optimizer.step()
+        return losses.detach()
+
+    @torch.no_grad()
+    def _update_targets(self) -> None:
+        for target, online in zip(
+            self.critic_target.parameters(), self.critic.parameters(), strict=True
+        ):
+            target.lerp_(online, self.config.tau)

@@ -1,0 +1,149 @@
+"""Command-line entry points. User errors end as one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from mtrl.config import (
+    Config,
+    ConfigError,
+    available_presets,
+    describe_options,
+    load_config,
+)
+from mtrl.envs import benchmark_choices, parse_benchmark
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def surgery_choices() -> list[str]:
+    return ["none"]
+
+
+def _options_epilog() -> str:
+    rows = [f"  {key} (default {default}): {text}" for key, default, text in describe_options()]
+    wrapped = [textwrap.fill(r, 100, subsequent_indent="      ") for r in rows]
+    return "\n".join(
+        [
+            "config values (override any with KEY=VALUE, e.g. agent.hidden_dims=[256,256]):",
+            *wrapped,
+            "",
+            f"presets (--config): {', '.join(available_presets())}",
+            f"surgery methods: {', '.join(surgery_choices())}",
+        ]
+    )
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mtrl-train",
+        description="Train multi-task SAC on Meta-World. Flags override --config; KEY=VALUE "
+        "overrides win over both.",
+        epilog=_options_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PRESET_OR_FILE",
+        help="preset from configs/ or a YAML file (default: the benchmark's preset if there is "
+        "one, mt10/mt50, else the built-in defaults)",
+    )
+    parser.add_argument("--benchmark", help=f"env.benchmark: {benchmark_choices()}")
+    parser.add_argument("--surgery", help=f"surgery.name: {', '.join(surgery_choices())}")
+    parser.add_argument("--seed", type=int, help="train.seed")
+    parser.add_argument(
+        "--total-steps", type=int, help="train.total_steps: env steps summed over tasks"
+    )
+    parser.add_argument("--device", help="train.device: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, help="train.threads: torch CPU threads")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run folder to create (default runs/<benchmark>-<surgery>-s<seed>-<time>)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return parser
+
+
+_FLAG_KEYS = {
+    "benchmark": "env.benchmark",
+    "surgery": "surgery.name",
+    "seed": "train.seed",
+    "total_steps": "train.total_steps",
+    "device": "train.device",
+    "threads": "train.threads",
+}
+
+
+def resolve_train_config(args: argparse.Namespace) -> Config:
+    """Preset, then the dedicated flags, then KEY=VALUE overrides; validated."""
+    flags = [
+        f"{key}={getattr(args, name)}"
+        for name, key in _FLAG_KEYS.items()
+        if getattr(args, name) is not None
+    ]
+    preset = args.config
+    if preset is None and args.benchmark in ("mt10", "mt50"):
+        preset = args.benchmark
+    config = load_config(preset, [*flags, *args.overrides])
+    try:
+        parse_benchmark(config.env.benchmark)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if config.surgery.name not in surgery_choices():
+        raise ConfigError(
+            f"unknown surgery '{config.surgery.name}'; allowed: {', '.join(surgery_choices())}"
+        )
+    return config
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _train_parser().parse_args(argv)
+    try:
+        config = resolve_train_config(args)
+        from mtrl.rundir import create_run_dir, default_run_dir, write_provenance
+        from mtrl.train import Trainer, resolve_device
+
+        device = resolve_device(config.train.device)
+        run_dir = create_run_dir(args.out or default_run_dir(config))
+    except (ConfigError, ValueError) as exc:
+        return _fail("mtrl-train", exc)
+
+    write_provenance(run_dir, config, device, argv)
+    trainer = Trainer(config, run_dir, progress=not args.no_progress)
+    result = trainer.run()
+    print(f"\nrun folder: {run_dir}")
+    print(format_success_table(result.success, result.mean_return, result.episodes))
+    return 0
+
+
+def format_success_table(
+    success: dict[str, float], returns: dict[str, float], episodes: int
+) -> str:
+    width = max(len("mean"), *(len(t) for t in success))
+    lines = [f"{'task':<{width}}  success  return  episodes"]
+    for task, rate in success.items():
+        lines.append(f"{task:<{width}}  {rate:7.2f}  {returns[task]:6.0f}  {episodes:8d}")
+    mean = sum(success.values()) / len(success)
+    mean_return = sum(returns.values()) / len(returns)
+    lines.append(f"{'mean':<{width}}  {mean:7.2f}  {mean_return:6.0f}  {episodes:8d}")
+    return "\n".join(lines)
+
+
+def _fail(prog: str, exc: Exception) -> int:
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return USAGE_ERROR

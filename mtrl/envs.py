@@ -1,0 +1,96 @@
+"""Meta-World benchmarks as gymnasium vector envs: one env per task, one-hot task id in the obs.
+
+Built with the ``metaworld`` package's own builders (``gym.make_vec("Meta-World/MT10", ...)``), so
+goals, wrappers and seeding follow the package's standard multi-task setting.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import partial
+
+import gymnasium as gym
+import metaworld
+from metaworld.env_dict import ALL_V3_ENVIRONMENTS, MT10_V3, MT50_V3
+
+from mtrl.config import EnvConfig
+
+_SUITES = {"mt10": tuple(MT10_V3), "mt50": tuple(MT50_V3)}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A parsed ``--benchmark`` value: its canonical name and its tasks in one-hot order."""
+
+    name: str
+    task_names: tuple[str, ...]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+
+def benchmark_choices() -> str:
+    return "mt10, mt50, mt1:<env-name> (e.g. mt1:reach-v3)"
+
+
+def parse_benchmark(name: str) -> Benchmark:
+    """Validate a benchmark name; raises ValueError that lists what is allowed."""
+    key = name.strip().lower()
+    if key in _SUITES:
+        return Benchmark(key, _SUITES[key])
+    if key.startswith("mt1:"):
+        env_name = key.removeprefix("mt1:")
+        if env_name not in ALL_V3_ENVIRONMENTS:
+            names = ", ".join(sorted(ALL_V3_ENVIRONMENTS))
+            raise ValueError(f"unknown Meta-World env '{env_name}'; v3 envs: {names}")
+        return Benchmark(key, (env_name,))
+    raise ValueError(f"unknown benchmark '{name}'; allowed: {benchmark_choices()}")
+
+
+def make_envs(
+    benchmark: Benchmark, config: EnvConfig, seed: int, **env_kwargs
+) -> gym.vector.VectorEnv:
+    """K envs, one per task, seeded the way Meta-World documents (``make_vec(seed=...)``).
+
+    The seed fixes the 50 training goals of every task and the goal drawn at each reset; two
+    envs built with the same seed produce the same episodes for the same actions. With
+    ``goal_mode == "fixed"`` one goal per task is drawn now and kept for every episode.
+    """
+    kwargs = dict(
+        seed=seed,
+        use_one_hot=True,
+        max_episode_steps=config.max_episode_steps,
+        reward_function_version=config.reward_version,
+        **env_kwargs,
+    )
+    with warnings.catch_warnings():
+        # Meta-World declares float64 bounds on float32 spaces; gymnasium warns once per env.
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
+        envs = _build(benchmark, config, kwargs)
+    if config.goal_mode == "fixed":
+        envs.call("sample_tasks")
+        envs.call("toggle_sample_tasks_on_reset", False)
+    return envs
+
+
+def _build(benchmark: Benchmark, config: EnvConfig, kwargs: dict) -> gym.vector.VectorEnv:
+    if benchmark.name in _SUITES:
+        return gym.make_vec(
+            f"Meta-World/{benchmark.name.upper()}",
+            vector_strategy=config.vector_strategy,
+            **kwargs,
+        )
+    else:
+        # mt1: Meta-World's single-task builder; the one-hot has one entry so that observations
+        # keep the same layout (state, then one-hot) as in MT10/MT50.
+        make_one = partial(
+            metaworld.make_mt_envs, benchmark.task_names[0], env_id=0, num_tasks=1, **kwargs
+        )
+        vector_cls = (
+            gym.vector.AsyncVectorEnv
+            if config.vector_strategy == "async"
+            else gym.vector.SyncVectorEnv
+        )
+        return vector_cls([make_one], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

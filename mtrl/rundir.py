@@ -1,0 +1,103 @@
+"""The run folder: resolved config and provenance; an existing run is never overwritten."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import metaworld
+import torch
+
+import mtrl
+from mtrl.config import Config, ConfigError, to_yaml
+
+CONFIG_FILE = "config.yaml"
+META_FILE = "meta.json"
+
+
+def default_run_dir(config: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    benchmark = config.env.benchmark.replace(":", "-")
+    return Path("runs") / f"{benchmark}-{config.surgery.name}-s{config.train.seed}-{stamp}"
+
+
+def create_run_dir(path: Path) -> Path:
+    """Create a fresh run folder; an existing non-empty folder is an error, never overwritten."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(
+            f"--out '{path}' already exists and is not empty; choose a new folder "
+            "(runs are never overwritten)"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out '{path}': {exc.strerror or exc}") from None
+    return path
+
+
+def write_provenance(run_dir: Path, config: Config, device: torch.device, argv: list[str]) -> None:
+    """config.yaml (the resolved config) and meta.json (versions, commit, protocol, command)."""
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config), encoding="utf-8")
+    meta = {
+        "mtrl_version": mtrl.__version__,
+        "git_commit": git_commit(),
+        "command": [Path(sys.argv[0]).name, *argv],
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "protocol": protocol(config),
+        "device": str(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "metaworld": getattr(metaworld, "__version__", _dist_version("metaworld")),
+        "host": platform.node(),
+    }
+    (run_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def protocol(config: Config) -> dict[str, object]:
+    """What makes two runs' success rates comparable; reports never pool different protocols."""
+    env = config.env
+    return {
+        "benchmark": env.benchmark,
+        "goal_mode": env.goal_mode,
+        "max_episode_steps": env.max_episode_steps,
+        "reward_version": env.reward_version,
+    }
+
+
+def git_commit() -> str:
+    """The commit of the mtrl source checkout (``+dirty`` with local changes), or ``unknown``.
+
+    Only a checkout whose top level holds the ``mtrl`` package counts: an installed copy inside
+    some other repository (a venv in a project folder) must not report that project's commit.
+    """
+    source = Path(mtrl.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != source:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

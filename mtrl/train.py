@@ -1,0 +1,223 @@
+"""The training loop: env -> per-task replay -> MT-SAC update -> logs and evaluations."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mtrl.agent import MTSAC
+from mtrl.config import Config, check_task_multiples
+from mtrl.envs import make_envs, parse_benchmark
+from mtrl.evaluation import EvalResult, evaluate
+from mtrl.logger import RunLogger
+from mtrl.replay import MultiTaskReplay
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' requested but CUDA is not available; use cpu or auto")
+    return device
+
+
+class EpisodeStats:
+    """Returns and any-step success of the training episodes that ended since the last read."""
+
+    def __init__(self, num_envs: int):
+        self.running_return = np.zeros(num_envs)
+        self.running_success = np.zeros(num_envs, dtype=bool)
+        self.returns: list[float] = []
+        self.successes: list[bool] = []
+
+    def record(self, reward: np.ndarray, success: np.ndarray, done: np.ndarray) -> None:
+        self.running_return += reward
+        self.running_success |= success.astype(bool)
+        for i in np.flatnonzero(done):
+            self.returns.append(float(self.running_return[i]))
+            self.successes.append(bool(self.running_success[i]))
+        self.running_return[done] = 0.0
+        self.running_success[done] = False
+
+    def pop(self) -> dict[str, float]:
+        if not self.returns:
+            return {}
+        out = {
+            "train/episode_return": float(np.mean(self.returns)),
+            "train/episode_success": float(np.mean(self.successes)),
+        }
+        self.returns.clear()
+        self.successes.clear()
+        return out
+
+
+def _step_success(info: dict, done: np.ndarray) -> np.ndarray:
+    """This step's ``info["success"]`` per env; for envs that just ended it sits in final_info."""
+    success = np.asarray(info.get("success", np.zeros(len(done))), dtype=float)
+    if done.any():
+        final = np.asarray(info["final_info"]["success"], dtype=float)
+        success = np.where(done, final, success)
+    return success
+
+
+class Trainer:
+    """Owns the envs, the agent and the replay of one run and steps them in lockstep."""
+
+    def __init__(self, config: Config, run_dir: Path, progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.benchmark = parse_benchmark(config.env.benchmark)
+        self.num_tasks = self.benchmark.num_tasks
+        check_task_multiples(config, self.num_tasks)
+        train = config.train
+        torch.set_num_threads(train.threads)
+        self.device = resolve_device(train.device)
+        random.seed(train.seed)
+        np.random.seed(train.seed)
+        torch.manual_seed(train.seed)
+
+        self.envs = make_envs(self.benchmark, config.env, train.seed)
+        # Same seed, hence the same 50 goals per task (and in fixed mode the same goal).
+        self.eval_envs = make_envs(self.benchmark, config.env, train.seed)
+        obs_dim = self.envs.single_observation_space.shape[0]
+        self.action_dim = self.envs.single_action_space.shape[0]
+        self.agent = MTSAC(
+            obs_dim, self.action_dim, self.num_tasks, config.agent, self.device, train.seed
+        )
+        self.replay = MultiTaskReplay(
+            self.num_tasks,
+            train.buffer_size // self.num_tasks,
+            obs_dim,
+            self.action_dim,
+            self.device,
+            train.seed,
+        )
+        self.action_rng = np.random.default_rng(train.seed)
+        self.logger = RunLogger(self.run_dir)
+        self.episodes = EpisodeStats(self.num_tasks)
+        self.step = 0
+        self.updates = 0
+        self.last_success: float | None = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._sum_count = 0
+        self.obs, _ = self.envs.reset()
+
+    # --------------------------------------------------------------------------- main loop
+    def run(self) -> EvalResult:
+        train = self.config.train
+        bar = tqdm(
+            total=train.total_steps,
+            initial=self.step,
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            disable=not self.progress,
+        )
+        clock = _IntervalClock(self.step)
+        try:
+            while self.step < train.total_steps:
+                self.collect()
+                if self.step >= train.warmup_steps:
+                    for _ in range(train.updates_per_step):
+                        self._accumulate(self.agent.update(self.replay.sample(self.batch_size)))
+                        self.updates += 1
+                bar.update(self.num_tasks)
+                if _due(self.step, train.log_every):
+                    self._log_train(clock.rate(self.step))
+                if _due(self.step, train.eval_every) and self.step < train.total_steps:
+                    with clock.paused():
+                        self.evaluate(train.eval_episodes)
+                    bar.set_postfix(success=f"{self.last_success:.2f}")
+            return self.evaluate(train.final_eval_episodes or train.eval_episodes, final=True)
+        finally:
+            bar.close()
+            self.close()
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.agent.batch_per_task
+
+    def collect(self) -> None:
+        """One vector-env step: one transition per task into the replay."""
+        if self.step < self.config.train.warmup_steps:
+            action = self.action_rng.uniform(-1.0, 1.0, (self.num_tasks, self.action_dim))
+        else:
+            action = self.agent.act(self.obs)
+        next_obs, reward, terminated, truncated, info = self.envs.step(action)
+        done = terminated | truncated
+        real_next_obs = next_obs
+        if done.any():
+            real_next_obs = next_obs.copy()
+            for i in np.flatnonzero(done):
+                real_next_obs[i] = info["final_obs"][i]
+        self.replay.add(self.obs, action, reward, real_next_obs, terminated, truncated)
+        self.episodes.record(reward, _step_success(info, done), done)
+        self.obs = next_obs
+        self.step += self.num_tasks
+
+    def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
+        result = evaluate(self.agent, self.eval_envs, self.benchmark.task_names, episodes)
+        self.last_success = result.mean_success
+        extra = {"final": True} if final else {}
+        self.logger.log(self.step, result.metrics(), **extra)
+        return result
+
+    # --------------------------------------------------------------------------- logging
+    def _accumulate(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            value = value.detach()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
+        self._sum_count += 1
+
+    def _log_train(self, steps_per_second: float) -> None:
+        metrics = {"train/steps_per_s": steps_per_second, "train/updates": float(self.updates)}
+        metrics.update(self.episodes.pop())
+        if self._sum_count:
+            means = {k: (v / self._sum_count).cpu() for k, v in self._sums.items()}
+            for key, per_task in means.items():
+                metrics[f"train/{key}"] = float(per_task.mean())
+            for task, alpha in zip(self.benchmark.task_names, means["alpha"].tolist(), strict=True):
+                metrics[f"train/alpha/{task}"] = alpha
+            self._sums.clear()
+            self._sum_count = 0
+        self.logger.log(self.step, metrics)
+
+    def close(self) -> None:
+        self.logger.close()
+        self.envs.close()
+        self.eval_envs.close()
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+class _IntervalClock:
+    """Env steps per second between log lines, not counting time spent evaluating."""
+
+    def __init__(self, step: int):
+        self.step, self.start, self.excluded = step, time.perf_counter(), 0.0
+
+    def rate(self, step: int) -> float:
+        now = time.perf_counter()
+        elapsed = max(now - self.start - self.excluded, 1e-9)
+        rate = (step - self.step) / elapsed
+        self.step, self.start, self.excluded = step, now, 0.0
+        return rate
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - begin

@@ -13,6 +13,7 @@ from mtrl.config import (
     Config,
     ConfigError,
     available_presets,
+    check_task_multiples,
     describe_options,
     load_config,
 )
@@ -100,9 +101,10 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
         preset = args.benchmark
     config = load_config(preset, [*flags, *args.overrides])
     try:
-        parse_benchmark(config.env.benchmark)
+        benchmark = parse_benchmark(config.env.benchmark)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    check_task_multiples(config, benchmark.num_tasks)
     if config.surgery.name not in surgery_choices():
         raise ConfigError(
             f"unknown surgery '{config.surgery.name}'; allowed: {', '.join(surgery_choices())}"

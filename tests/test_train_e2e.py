@@ -1,0 +1,96 @@
+"""mtrl-train on real MT10 envs with the smoke preset, shrunk to a few hundred steps."""
+
+import json
+
+import pytest
+from conftest import run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_envs import MT10_TASKS
+
+from mtrl.config import load_config
+from mtrl.logger import read_metrics
+
+TOTAL, EVAL_EVERY, LOG_EVERY, WARMUP = 600, 300, 100, 200
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("e2e") / "run"
+    result = run_cli(
+        "mtrl-train",
+        "--config",
+        "smoke",
+        "--total-steps",
+        str(TOTAL),
+        "--seed",
+        "5",
+        "--no-progress",
+        "--out",
+        str(run),
+        f"train.warmup_steps={WARMUP}",
+        f"train.eval_every={EVAL_EVERY}",
+        f"train.log_every={LOG_EVERY}",
+        "train.eval_episodes=1",
+        "train.final_eval_episodes=2",
+    )
+    assert result.returncode == 0, result.stderr
+    return run, result
+
+
+def test_prints_a_final_success_table(smoke_run):
+    _, result = smoke_run
+    table = result.stdout.splitlines()
+    for task in (*MT10_TASKS, "mean"):
+        assert any(line.startswith(task) for line in table), task
+
+
+def test_run_folder_has_resolved_config_and_provenance(smoke_run):
+    run, _ = smoke_run
+    config = load_config(str(run / "config.yaml"))
+    assert config.train.total_steps == TOTAL and config.train.seed == 5
+    assert config.agent.hidden_dims == [64, 64]
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["mtrl_version"]
+    assert meta["git_commit"]
+    assert meta["protocol"] == {
+        "benchmark": "mt10",
+        "goal_mode": "random",
+        "max_episode_steps": 500,
+        "reward_version": "v2",
+    }
+
+
+def test_metrics_jsonl_has_training_and_evaluation_lines(smoke_run):
+    run, _ = smoke_run
+    records = read_metrics(run)
+    assert all("step" in r for r in records)
+    train = [r for r in records if "train/steps_per_s" in r]
+    assert [r["step"] for r in train] == list(range(LOG_EVERY, TOTAL + 1, LOG_EVERY))
+    for r in train:
+        assert r["train/steps_per_s"] > 0
+        if r["step"] > WARMUP:
+            for key in ("train/critic_loss", "train/actor_loss", "train/alpha_loss"):
+                assert isinstance(r[key], float), key
+            for task in MT10_TASKS:
+                assert r[f"train/alpha/{task}"] > 0
+    assert train[-1]["train/updates"] == (TOTAL - WARMUP) // 10 + 1
+
+    evals = [r for r in records if "eval/success" in r]
+    assert [r["step"] for r in evals] == [EVAL_EVERY, TOTAL]
+    assert [r.get("final", False) for r in evals] == [False, True]
+    assert [r["eval/episodes"] for r in evals] == [1, 2]
+    for r in evals:
+        per_task = [r[f"eval/success/{task}"] for task in MT10_TASKS]
+        assert all(0.0 <= s <= 1.0 for s in per_task)
+        assert r["eval/success"] == pytest.approx(sum(per_task) / 10)
+
+
+def test_tensorboard_event_files_hold_the_scalars(smoke_run):
+    run, _ = smoke_run
+    assert list(run.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(run))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eval/success", "train/critic_loss", "train/steps_per_s"} <= tags
+    assert {f"eval/success/{task}" for task in MT10_TASKS} <= tags
+    assert [e.step for e in events.Scalars("eval/success")] == [EVAL_EVERY, TOTAL]

@@ -2,7 +2,9 @@
 
 Every loss is computed per task: given a ``[K, n, ...]`` batch it returns a ``[K]`` vector, and
 given one task's ``[n, ...]`` slice (inside a vmap) a scalar. :meth:`MTSAC._descend` is the one
-place where the K losses of a component become a gradient step.
+place where the K losses of a component become a gradient step: either the gradient of their
+mean (plain MT-SAC), or the K per-task gradients from one vectorised pass, combined by a
+gradient-surgery method (:mod:`mtrl.surgery`).
 """
 
 from __future__ import annotations
@@ -16,23 +18,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from mtrl.config import AgentConfig
-from mtrl.networks import Actor, TwinCritic
+from mtrl import surgery as surgery_lib
+from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.networks import Actor, Temperature, TwinCritic, task_specific_parameters
 from mtrl.replay import Batch
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params, Any], torch.Tensor]
-
-
-class Temperature(nn.Module):
-    """Per-task log-temperatures; a sample's alpha is selected by its task one-hot."""
-
-    def __init__(self, num_tasks: int, init_alpha: float):
-        super().__init__()
-        self.log_alpha = nn.Parameter(torch.full((num_tasks,), float(np.log(init_alpha))))
-
-    def forward(self, task_onehot: torch.Tensor) -> torch.Tensor:
-        return task_onehot @ self.log_alpha
 
 
 class CriticInputs(NamedTuple):
@@ -53,12 +45,18 @@ class AlphaInputs(NamedTuple):
 
 
 class Component(NamedTuple):
-    """A set of parameters trained on one loss, with its own optimizer."""
+    """A set of parameters trained on one loss, with its own optimizer.
+
+    ``params`` lists the parameters all tasks share first and the task-specific ones (per-task
+    heads and temperatures) after them, so that a ``[K, P]`` gradient splits into a shared block
+    ``[:, :shared_numel]`` for surgery and a task-specific block that must not be mixed.
+    """
 
     name: str
     params: dict[str, nn.Parameter]
     optimizer: torch.optim.Optimizer
     loss: LossFn
+    shared_numel: int
 
 
 class MTSAC:
@@ -70,6 +68,7 @@ class MTSAC:
         config: AgentConfig,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        surgery: SurgeryConfig | None = None,
     ):
         self.config = config
         self.num_tasks = num_tasks
@@ -98,24 +97,54 @@ class MTSAC:
             "actor": self._component("actor", self.actor, config.actor_lr, self._actor_loss),
             "alpha": self._component("alpha", self.temperature, config.alpha_lr, self._alpha_loss),
         }
+        self.surgery_config = surgery or SurgeryConfig()
+        self.surgeries = self._make_surgeries(self.surgery_config, seed)
+        self.updates = 0
+        self._diagnostics: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def _component(name: str, module: nn.Module, lr: float, loss: LossFn) -> Component:
-        params = dict(module.named_parameters())
-        return Component(name, params, torch.optim.Adam(params.values(), lr=lr), loss)
+        task_specific = task_specific_parameters(module)
+        named = list(module.named_parameters())
+        shared = [(n, p) for n, p in named if n not in task_specific]
+        params = dict(shared + [(n, p) for n, p in named if n in task_specific])
+        optimizer = torch.optim.Adam(params.values(), lr=lr)
+        return Component(name, params, optimizer, loss, sum(p.numel() for _, p in shared))
+
+    def _make_surgeries(self, config: SurgeryConfig, seed: int) -> dict[str, surgery_lib.Surgery]:
+        """One surgery object per component (stateful methods keep per-component state).
+
+        A component without shared parameters (the per-task temperatures) needs none: there is
+        nothing to combine, each task's gradient already reaches only its own parameters.
+        """
+        if config.name == "none":
+            return {}
+        accepts_seed = "seed" in surgery_lib.options_of(config.name)
+        methods = {}
+        for offset, name in enumerate(config.components):
+            if self.components[name].shared_numel == 0:
+                continue
+            options = dict(config.options)
+            if accepts_seed:
+                options.setdefault("seed", seed + offset)
+            methods[name] = surgery_lib.make(config.name, **options)
+        return methods
 
     # ----------------------------------------------------------------------------- acting
     def _noise(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions for a ``[K, obs_dim]`` array of observations, one row per env."""
+        """Actions for a ``[K, obs_dim]`` array of observations, one row per env.
+
+        Acting sits in the env loop, so it skips the log-probability the update needs.
+        """
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        shape = (*obs_t.shape[:-1], self.action_dim)
-        noise = torch.zeros(shape, device=self.device) if deterministic else self._noise(shape)
-        action, _ = self.actor(obs_t, noise)
-        return action.cpu().numpy()
+        pre_tanh, log_std = self.actor.distribution(obs_t)
+        if not deterministic:
+            pre_tanh = pre_tanh + log_std.exp() * self._noise(pre_tanh.shape)
+        return torch.tanh(pre_tanh).cpu().numpy()
 
     # ----------------------------------------------------------------------------- losses
     def _critic_loss(self, params: Params, batch: CriticInputs) -> torch.Tensor:
@@ -169,7 +198,8 @@ class MTSAC:
         alpha_losses = self._descend(self.components["alpha"], AlphaInputs(onehot, log_prob))
 
         self._update_targets()
-        return {
+        self.updates += 1
+        metrics = {
             "critic_loss": critic_losses,
             "actor_loss": actor_losses,
             "alpha_loss": alpha_losses,
@@ -177,17 +207,42 @@ class MTSAC:
             "entropy": -log_prob.mean(-1),
             "q_target": target.mean(-1),
         }
+        metrics.update(self._diagnostics)
+        self._diagnostics = {}
+        return metrics
+
+    def _diagnostics_due(self) -> bool:
+        every = self.surgery_config.diagnostics_every
+        return every > 0 and (self.updates + 1) % every == 0
 
     def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
         """Turn a component's K per-task losses into one optimizer step; returns the losses.
 
-        Plain MT-SAC: the gradient of the mean over tasks.
+        Without surgery: the gradient of the mean over tasks (one ordinary backward pass). With
+        surgery: the ``[K, P]`` per-task gradients in one vmapped pass; the shared block goes
+        through the surgery method, the task-specific block keeps each task's own gradient
+        (scaled 1/K like the mean, which is what the plain path gives it too).
         """
         params = component.params
-        losses = component.loss(params, inputs)
-        grads = torch.autograd.grad(losses.mean(), list(params.values()))
-        for param, grad in zip(params.values(), grads, strict=True):
-            param.grad = grad
+        method = self.surgeries.get(component.name)
+        if method is None:
+            losses = component.loss(params, inputs)
+            grads = torch.autograd.grad(losses.mean(), list(params.values()))
+            for param, grad in zip(params.values(), grads, strict=True):
+                param.grad = grad
+        else:
+            grads, losses = surgery_lib.per_task_grads(
+                component.loss, params, inputs, randomness="error"
+            )
+            shared = grads[:, : component.shared_numel]
+            combined = method(shared)
+            update = torch.cat([combined, grads[:, component.shared_numel :].mean(0)])
+            surgery_lib.assign_grads(params, update)
+            if self._diagnostics_due():
+                stats = surgery_lib.gram_diagnostics(shared, combined)
+                self._diagnostics.update(
+                    {f"surgery/{component.name}/{key}": value for key, value in stats.items()}
+                )
         component.optimizer.step()
         return losses.detach()
 

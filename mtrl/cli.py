@@ -30,7 +30,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def surgery_choices() -> list[str]:
-    return ["none"]
+    from mtrl import surgery
+
+    return ["none", *surgery.available()]
 
 
 def _options_epilog() -> str:
@@ -105,11 +107,28 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     check_task_multiples(config, benchmark.num_tasks)
-    if config.surgery.name not in surgery_choices():
-        raise ConfigError(
-            f"unknown surgery '{config.surgery.name}'; allowed: {', '.join(surgery_choices())}"
-        )
+    check_surgery(config)
     return config
+
+
+def check_surgery(config: Config) -> None:
+    """The method exists and accepts its options (TorchJD aggregators as ``torchjd:<Name>``)."""
+    from mtrl import surgery
+
+    name = config.surgery.name
+    if name == "none":
+        if config.surgery.options:
+            raise ConfigError("surgery.options are set but surgery.name is none")
+        return
+    if name not in surgery_choices() and not name.startswith("torchjd:"):
+        raise ConfigError(
+            f"unknown surgery '{name}'; allowed: {', '.join(surgery_choices())}, "
+            "or torchjd:<AggregatorName>"
+        )
+    try:
+        surgery.make(name, **config.surgery.options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"surgery '{name}': {exc}") from None
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 
+COMPONENTS = ("critic", "actor", "alpha")
+"""The three MT-SAC losses, each trained by its own optimizer."""
+
+
 class ConfigError(ValueError):
     """A user-facing configuration problem; the CLI prints it as one line and exits with 2."""
 
@@ -66,7 +70,16 @@ class AgentConfig:
 @dataclass
 class SurgeryConfig:
     name: str = option("none", "gradient surgery method; none = mean of the per-task losses")
-    options: dict[str, Any] = option_factory(dict, "method options, e.g. {c: 0.5} for cagrad")
+    options: dict[str, Any] = option_factory(
+        dict, "method options, e.g. {c: 0.5} for cagrad (set one: surgery.options.c=0.5)"
+    )
+    components: list[str] = option_factory(
+        lambda: ["critic", "actor", "alpha"],
+        "the losses whose per-task gradients go through surgery (critic, actor, alpha)",
+    )
+    diagnostics_every: int = option(
+        100, "log gradient-conflict statistics from the Gram matrix every N updates; 0: never"
+    )
 
 
 @dataclass
@@ -155,6 +168,23 @@ def _keys_at(dotted: str) -> list[str]:
     return sorted(f"{dotted}.{k}" if dotted else str(k) for k in node)
 
 
+def _apply_preset(config: DictConfig, preset: str, seen: tuple[Path, ...]) -> DictConfig:
+    """Merge a preset onto ``config``; a preset may start from another via ``base: <preset>``."""
+    path = _preset_path(preset)
+    if path.resolve() in seen:
+        raise ConfigError(f"config '{path}' includes itself through 'base'")
+    try:
+        layer = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"cannot read config '{path}': {_one_line(exc)}") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"config '{path}' must be a YAML mapping of sections")
+    base = layer.pop("base", None)
+    if base is not None:
+        config = _apply_preset(config, str(base), (*seen, path.resolve()))
+    return _merge(config, layer, f"config '{path.name}'")
+
+
 def parse_overrides(overrides: list[str]) -> DictConfig:
     """Turn ``["agent.actor_lr=1e-3", ...]`` into a config layer (values parsed as YAML)."""
     for item in overrides:
@@ -170,12 +200,7 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
     """Defaults, then ``preset`` (a name in ``configs/`` or a YAML path), then ``overrides``."""
     config = OmegaConf.structured(Config)
     if preset is not None:
-        path = _preset_path(preset)
-        try:
-            layer = OmegaConf.load(path)
-        except (OSError, OmegaConfBaseException, ValueError) as exc:
-            raise ConfigError(f"cannot read config '{path}': {exc}") from None
-        config = _merge(config, layer, f"config '{path.name}'")
+        config = _apply_preset(config, preset, seen=())
     if overrides:
         config = _merge(config, parse_overrides(overrides), "override")
     result: Config = OmegaConf.to_object(config)  # type: ignore[assignment]
@@ -243,6 +268,17 @@ def validate(config: Config) -> None:
         f"train.device must be auto, cpu, cuda or cuda:N, got '{train.device}'",
     )
     _require(train.threads > 0, f"train.threads must be > 0, got {train.threads}")
+    surgery = config.surgery
+    unknown = sorted(set(surgery.components) - set(COMPONENTS))
+    _require(
+        not unknown and len(set(surgery.components)) == len(surgery.components),
+        f"surgery.components must be distinct names from {', '.join(COMPONENTS)}, "
+        f"got {surgery.components}",
+    )
+    _require(
+        surgery.diagnostics_every >= 0,
+        f"surgery.diagnostics_every must be >= 0, got {surgery.diagnostics_every}",
+    )
 
 
 def check_task_multiples(config: Config, num_tasks: int) -> None:

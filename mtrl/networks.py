@@ -24,13 +24,18 @@ def mlp(in_dim: int, hidden_dims: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class TaskHeads(nn.Module):
+class PerTaskModule(nn.Module):
+    """A module whose parameters are partitioned by task: each task's samples touch only its own
+    part. :func:`task_specific_parameters` finds them, so that gradient surgery never mixes
+    tasks there."""
+
+
+class TaskHeads(PerTaskModule):
     """One linear output head per task, chosen per sample by the task one-hot.
 
     All heads are one wide layer (``hidden -> K * out``) whose outputs are masked by the one-hot
     and summed, which keeps the module vmap-friendly and costs one matmul. A head's parameters
-    receive gradient only from its own task's samples: :func:`task_specific_parameters` marks
-    them so that gradient surgery never mixes tasks there.
+    receive gradient only from its own task's samples.
     """
 
     def __init__(self, in_dim: int, out_dim: int, num_tasks: int):
@@ -140,11 +145,22 @@ class TwinCritic(nn.Module):
         return self.q1(obs, action), self.q2(obs, action)
 
 
+class Temperature(PerTaskModule):
+    """Per-task log-temperatures; a sample's log-alpha is selected by its task one-hot."""
+
+    def __init__(self, num_tasks: int, init_alpha: float):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.full((num_tasks,), math.log(init_alpha)))
+
+    def forward(self, task_onehot: torch.Tensor) -> torch.Tensor:
+        return task_onehot @ self.log_alpha
+
+
 def task_specific_parameters(module: nn.Module) -> set[str]:
-    """Names of the parameters that only one task's samples touch (the per-task heads)."""
+    """Names of the parameters that only one task's samples touch (heads, temperatures)."""
     return {
         f"{prefix}.{name}" if prefix else name
         for prefix, sub in module.named_modules()
-        if isinstance(sub, TaskHeads)
+        if isinstance(sub, PerTaskModule)
         for name, _ in sub.named_parameters()
     }

@@ -91,7 +91,13 @@ class Trainer:
         obs_dim = self.envs.single_observation_space.shape[0]
         self.action_dim = self.envs.single_action_space.shape[0]
         self.agent = MTSAC(
-            obs_dim, self.action_dim, self.num_tasks, config.agent, self.device, train.seed
+            obs_dim,
+            self.action_dim,
+            self.num_tasks,
+            config.agent,
+            self.device,
+            train.seed,
+            config.surgery,
         )
         self.replay = MultiTaskReplay(
             self.num_tasks,
@@ -108,7 +114,7 @@ class Trainer:
         self.updates = 0
         self.last_success: float | None = None
         self._sums: dict[str, torch.Tensor] = {}
-        self._sum_count = 0
+        self._counts: dict[str, int] = {}
         self.obs, _ = self.envs.reset()
 
     # --------------------------------------------------------------------------- main loop
@@ -173,23 +179,32 @@ class Trainer:
 
     # --------------------------------------------------------------------------- logging
     def _accumulate(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Sum the update metrics on the device; they reach the host only at log time."""
         for key, value in metrics.items():
             value = value.detach()
             self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
-        self._sum_count += 1
+            self._counts[key] = self._counts.get(key, 0) + 1
 
     def _log_train(self, steps_per_second: float) -> None:
         metrics = {"train/steps_per_s": steps_per_second, "train/updates": float(self.updates)}
         metrics.update(self.episodes.pop())
-        if self._sum_count:
-            means = {k: (v / self._sum_count).cpu() for k, v in self._sums.items()}
-            for key, per_task in means.items():
-                metrics[f"train/{key}"] = float(per_task.mean())
-            for task, alpha in zip(self.benchmark.task_names, means["alpha"].tolist(), strict=True):
-                metrics[f"train/alpha/{task}"] = alpha
-            self._sums.clear()
-            self._sum_count = 0
+        for key, total in self._sums.items():
+            metrics.update(self._interval_mean(key, (total / self._counts[key]).cpu()))
+        self._sums.clear()
+        self._counts.clear()
         self.logger.log(self.step, metrics)
+
+    def _interval_mean(self, key: str, value: torch.Tensor) -> dict[str, float]:
+        """Scalars as they are; per-task vectors as their mean over tasks, and task by task for
+        the temperatures and the per-task gradient norms."""
+        name = key if key.startswith("surgery/") else f"train/{key}"
+        if value.dim() == 0:
+            return {name: float(value)}
+        out = {name: float(value.mean())}
+        if key == "alpha" or key.endswith("/norms"):
+            tasks = self.benchmark.task_names
+            out.update({f"{name}/{t}": v for t, v in zip(tasks, value.tolist(), strict=True)})
+        return out
 
     def close(self) -> None:
         self.logger.close()

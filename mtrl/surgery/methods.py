@@ -183,7 +183,12 @@ def gradops_coefficients(G: np.ndarray, eps: float) -> np.ndarray:
     coef = (solv.pinv_psd(Ns, 10 * K * eps) @ rhs[..., None])[..., 0]  # u_i ~ sum_k coef u_k
     inv = np.where(active, 1.0 / np.where(active, norms, 1.0), 0.0)
     for row, i in enumerate(idx):
-        c = -coef[row] * norms[i] * inv  # in terms of the original g_k
+        cu = -coef[row]
+        cu[i] = 1.0  # residual of u_i in terms of the unit rows
+        if float(cu @ N @ cu) <= 10 * K * eps:  # u_i lies in the others' span numerically
+            C[i] = 0.0
+            continue
+        c = cu * norms[i] * inv  # in terms of the original g_k
         c[i] = 1.0
         C[i] = c
     return C

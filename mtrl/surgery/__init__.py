@@ -1,0 +1,62 @@
+"""Gradient surgery: turn K per-task gradients ``[K, P]`` into one update ``[P]``.
+
+>>> import mtrl.surgery as surgery
+>>> s = surgery.make("pcgrad", seed=0)
+>>> update = s(grads)                      # grads [K, P] -> [P], same device and dtype
+
+See ``mtrl/surgery/README.md`` for every method's scale convention and paper deviations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Surgery
+from ._extras import (
+    TORCHJD_PREFIX,
+    TorchJD,
+    assign_grads,
+    gram_diagnostics,
+    per_task_grads,
+    torchjd_options,
+)
+from .methods import METHODS
+
+__all__ = [
+    "Surgery",
+    "assign_grads",
+    "available",
+    "gram_diagnostics",
+    "make",
+    "options_of",
+    "per_task_grads",
+]
+
+
+def available() -> list[str]:
+    """Sorted names accepted by :func:`make` (plus ``'torchjd:<AggregatorName>'``)."""
+    return sorted(METHODS)
+
+
+def _unknown(name: Any) -> ValueError:
+    return ValueError(
+        f"unknown surgery {name!r}; allowed: {available()} or 'torchjd:<AggregatorName>'"
+    )
+
+
+def options_of(name: str) -> dict[str, Any]:
+    """Allowed option names of ``name`` with their defaults."""
+    if isinstance(name, str) and name.startswith(TORCHJD_PREFIX):
+        return torchjd_options(name[len(TORCHJD_PREFIX) :])
+    if name not in METHODS:
+        raise _unknown(name)
+    return {k: v.default for k, v in METHODS[name].options_spec.items()}
+
+
+def make(name: str, **options: Any) -> Surgery:
+    """A surgery object; ``ValueError`` on an unknown name, option or option value."""
+    if isinstance(name, str) and name.startswith(TORCHJD_PREFIX):
+        return TorchJD(name[len(TORCHJD_PREFIX) :], **options)
+    if name not in METHODS:
+        raise _unknown(name)
+    return METHODS[name](**options)

@@ -1,0 +1,187 @@
+"""Base class, option handling, randomness and state for the surgery methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Option:
+    """One option of a method: default value, validator (raises ValueError) and a description."""
+
+    def __init__(self, default: Any, check: Callable[[str, Any], Any], doc: str) -> None:
+        self.default = default
+        self.check = check
+        self.doc = doc
+
+
+def check_float(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    def check(name: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"option {name!r} must be a number, got {v!r}")
+        v = float(v)
+        bad = not np.isfinite(v)
+        if lo is not None:
+            bad |= v <= lo if lo_open else v < lo
+        if hi is not None:
+            bad |= v > hi
+        if bad:
+            rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, "
+            rng += f"{hi if hi is not None else 'inf'}]"
+            raise ValueError(f"option {name!r} must be a finite number in {rng}, got {v!r}")
+        return v
+
+    return check
+
+
+def check_int(lo: int):
+    def check(name: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise ValueError(f"option {name!r} must be an integer >= {lo}, got {v!r}")
+        if v < lo:
+            raise ValueError(f"option {name!r} must be an integer >= {lo}, got {v!r}")
+        return int(v)
+
+    return check
+
+
+def check_bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"option {name!r} must be True or False, got {v!r}")
+    return v
+
+
+def check_choice(*choices: str):
+    def check(name: str, v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"option {name!r} must be one of {list(choices)}, got {v!r}")
+        return v
+
+    return check
+
+
+SEED = Option(0, check_int(0), "seed of the object's own torch.Generator")
+
+
+class Surgery:
+    """Turns per-task gradients ``[K, P]`` into one update ``[P]`` (same device and dtype).
+
+    Subclasses set ``name``, ``options_spec`` and implement ``_aggregate(grads) -> Tensor``.
+    All randomness comes from ``self.generator`` (a CPU ``torch.Generator`` seeded by ``seed``).
+    """
+
+    name: str = ""
+    options_spec: ClassVar[dict[str, Option]] = {"seed": SEED}
+    randomized: bool = False
+
+    def __init__(self, **options: Any) -> None:
+        spec = type(self).options_spec
+        unknown = sorted(set(options) - set(spec))
+        if unknown:
+            allowed = ", ".join(f"{k}={v.default!r}" for k, v in spec.items())
+            raise ValueError(
+                f"unknown option(s) {unknown} for surgery {self.name!r}; "
+                f"allowed options (with defaults): {allowed}"
+            )
+        resolved = {}
+        for key, opt in spec.items():
+            resolved[key] = opt.check(key, options.get(key, opt.default))
+        self._options = resolved
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(resolved["seed"])
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Resolved options (a copy), e.g. for logging."""
+        return dict(self._options)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
+        return f"surgery.make({self.name!r}, {opts})"
+
+    def __call__(self, grads: Tensor) -> Tensor:
+        if not isinstance(grads, Tensor) or grads.dim() != 2:
+            raise ValueError(f"grads must be a 2-D tensor [K, P], got {type(grads).__name__}")
+        if not grads.is_floating_point():
+            raise ValueError(f"grads must have a floating dtype, got {grads.dtype}")
+        if grads.shape[0] < 1:
+            raise ValueError("grads must have at least one row (K >= 1)")
+        with torch.no_grad():
+            out = self._aggregate(grads.detach())
+        return out.to(dtype=grads.dtype)
+
+    def _aggregate(self, grads: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- state
+    def _method_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_method_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors / scalars / lists / dicts only (safe for ``torch.load(weights_only=True)``)."""
+        return {
+            "method": self.name,
+            "options": dict(self._options),
+            "generator": self.generator.get_state().clone(),
+            "state": self._method_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("method") != self.name:
+            raise ValueError(f"state is for surgery {state.get('method')!r}, not {self.name!r}")
+        if dict(state.get("options", {})) != self._options:
+            raise ValueError(
+                f"state was saved with options {state.get('options')}, this object has "
+                f"{self._options}; make the object with the same options before loading"
+            )
+        self.generator.set_state(state["generator"].to(torch.uint8).cpu())
+        self._load_method_state(state.get("state", {}))
+
+    # ------------------------------------------------------------ utilities
+    def _draw_seed(self) -> int:
+        return int(torch.randint(0, 2**62, (1,), generator=self.generator).item())
+
+    def _random_orders(self, K: int, device: torch.device) -> Tensor:
+        """[K, K-1] orders: row i is a uniformly random permutation of the other tasks."""
+        keys = torch.rand(K, K, generator=self.generator, dtype=torch.float64)
+        keys.fill_diagonal_(2.0)  # task i itself sorts last and is cut off
+        orders = keys.argsort(dim=1)[:, : K - 1]
+        # One small host-to-device copy per call; non_blocking from pageable memory does not
+        # wait for the device queue (the data are staged at once).
+        return orders.to(device, non_blocking=True)
+
+
+def gram(grads: Tensor) -> Tensor:
+    """G = grads grads^T in the input precision (half types upcast to float32), as float64."""
+    g = grads if grads.dtype in (torch.float32, torch.float64) else grads.float()
+    G = g @ g.T
+    return G.to(torch.float64)
+
+
+def to_numpy64(G: Tensor) -> np.ndarray:
+    """The one device-to-host transfer of a CPU-solved method (K x K float64)."""
+    A = G.detach().to("cpu", torch.float64).numpy().copy()
+    return 0.5 * (A + A.T)
+
+
+def combine(weights: Tensor | np.ndarray, grads: Tensor) -> Tensor:
+    """update = weights^T grads, weights moved to the device without a sync."""
+    if isinstance(weights, np.ndarray):
+        if not np.all(np.isfinite(weights)):  # never expected; keeps NaN out of the module
+            weights = np.full(grads.shape[0], 1.0 / grads.shape[0])
+        weights = torch.from_numpy(np.ascontiguousarray(weights))
+        weights = weights.to(grads.device, non_blocking=True)
+    g = grads if grads.dtype in (torch.float32, torch.float64) else grads.float()
+    return weights.to(g.dtype) @ g
+
+
+def dtype_eps(grads: Tensor) -> float:
+    """Relative precision of the Gram matrix computed from ``grads``."""
+    return float(torch.finfo(torch.float32 if grads.dtype != torch.float64 else grads.dtype).eps)

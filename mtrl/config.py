@@ -16,7 +16,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-
 COMPONENTS = ("critic", "actor", "alpha")
 """The three MT-SAC losses, each trained by its own optimizer."""
 

@@ -1,0 +1,58 @@
+"""mtrl-train --surgery on real MT10 envs (smoke preset, a few hundred steps)."""
+
+import pytest
+from conftest import run_cli
+from test_envs import MT10_TASKS
+
+from mtrl.config import load_config
+from mtrl.logger import read_metrics
+
+TOTAL, WARMUP = 400, 100
+
+
+@pytest.mark.parametrize(
+    "surgery,overrides,options",
+    [
+        ("pcgrad", [], {}),
+        ("cagrad", ["surgery.options.c=0.9"], {"c": 0.9}),
+        ("gradops", ["surgery.options.alpha=-1.0"], {"alpha": -1.0}),
+    ],
+)
+def test_training_with_surgery_logs_sane_diagnostics(surgery, overrides, options, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli(
+        "mtrl-train",
+        "--config",
+        "smoke",
+        "--surgery",
+        surgery,
+        "--total-steps",
+        str(TOTAL),
+        "--no-progress",
+        "--out",
+        str(run),
+        f"train.warmup_steps={WARMUP}",
+        "train.log_every=100",
+        "train.eval_every=0",
+        "train.final_eval_episodes=1",
+        "surgery.diagnostics_every=5",
+        *overrides,
+    )
+    assert result.returncode == 0, result.stderr
+    config = load_config(str(run / "config.yaml"))
+    assert (config.surgery.name, config.surgery.options) == (surgery, options)
+
+    records = read_metrics(run)
+    diagnosed = [r for r in records if "surgery/critic/cos_mean" in r]
+    assert diagnosed, "diagnostics must reach metrics.jsonl"
+    for r in diagnosed:
+        for component in ("critic", "actor"):
+            p = f"surgery/{component}/"
+            assert -1.0 <= r[p + "cos_min"] <= r[p + "cos_mean"] <= 1.0
+            assert 0.0 <= r[p + "conflict_share"] <= 1.0
+            assert 0.0 <= r[p + "gms_min"] <= r[p + "gms_mean"] <= 1.0
+            assert r[p + "update_norm_ratio"] > 0
+            assert all(r[f"{p}norms/{task}"] >= 0 for task in MT10_TASKS)
+        assert "surgery/alpha/cos_mean" not in r
+    final = [r for r in records if r.get("final")]
+    assert len(final) == 1 and 0.0 <= final[0]["eval/success"] <= 1.0

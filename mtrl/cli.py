@@ -44,9 +44,24 @@ def _options_epilog() -> str:
             *wrapped,
             "",
             f"presets (--config): {', '.join(available_presets())}",
-            f"surgery methods: {', '.join(surgery_choices())}",
+            "surgery methods (options with defaults; set one as surgery.options.NAME=VALUE):",
+            *_surgery_lines(),
         ]
     )
+
+
+def _surgery_lines() -> list[str]:
+    from mtrl import surgery
+
+    lines = ["  none (the gradient of the mean loss, no per-task gradients)"]
+    for name in surgery.available():
+        options = ", ".join(
+            f"{k}={v!r}" for k, v in surgery.options_of(name).items() if k != "seed"
+        )
+        lines.append(f"  {name} ({options})" if options else f"  {name}")
+    lines.append("  torchjd:<AggregatorName> (any TorchJD aggregator, when torchjd is installed)")
+    lines.append("  randomised methods draw from their own generator, seeded from train.seed")
+    return lines
 
 
 def _train_parser() -> argparse.ArgumentParser:

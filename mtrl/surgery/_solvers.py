@@ -208,6 +208,11 @@ def _cagrad_active_set(G, b, rho, S):
 
 def _cagrad_barrier(G, b, rho, gap, w0=None, tau=1.0):
     """Log-barrier interior point for min b.w + rho t s.t. t^2 >= w^T G w, w >= 0, sum w = 1."""
+    with np.errstate(all="ignore"):  # non-finite steps are detected and stop the iteration
+        return _cagrad_barrier_impl(G, b, rho, gap, w0, tau)
+
+
+def _cagrad_barrier_impl(G, b, rho, gap, w0, tau):
     K = G.shape[0]
     w = (
         np.full(K, 1.0 / K)
@@ -229,7 +234,7 @@ def _cagrad_barrier(G, b, rho, gap, w0=None, tau=1.0):
         for _ in range(60):
             Gw = G @ w
             s = t * t - float(w @ Gw)
-            if not s > 0:
+            if not s > 1e-100 * max(t * t, 1e-300):  # cone boundary reached numerically
                 break
             grad_w = tau * b - 1.0 / w + 2.0 * Gw / s
             grad_t = tau * rho - 2.0 * t / s
@@ -240,6 +245,8 @@ def _cagrad_barrier(G, b, rho, gap, w0=None, tau=1.0):
             H[K, K] = -2.0 / s + 4.0 * t * t / (s * s)
             H[:K, K + 1] = H[K + 1, :K] = 1.0
             rhs = np.concatenate([-grad_w, [-grad_t, 0.0]])
+            if not (np.all(np.isfinite(H)) and np.all(np.isfinite(rhs))):
+                break
             try:
                 sol = np.linalg.solve(H, rhs)
             except np.linalg.LinAlgError:
@@ -318,6 +325,9 @@ def cagrad_dual(
                     best = (f, w)
         if best is not None:
             return finish(best[1])
+        # No face has a KKT point with g_w != 0: the optimum is at g_w = 0 (0 in the hull); the
+        # min-norm point reports that to the caller, which then uses the degenerate rule.
+        return finish(min_norm_simplex(G))
     w = _cagrad_barrier(G, b, rho, 1e-6)[0]
     for rel in (1e-3, 1e-1, 1e-2, 1e-4):
         refined = _cagrad_active_set(G, b, rho, list(np.flatnonzero(w > rel * w.max())))

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mtrl.config import Config
 from mtrl.logger import METRICS_FILE, read_metrics
+from mtrl.rundir import CONFIG_FILE, META_FILE, protocol
 
-CONFIG_FILE = "config.yaml"  # the names mtrl.rundir writes (not imported: that pulls in torch)
-META_FILE = "meta.json"
-PROTOCOL_KEYS = ("benchmark", "goal_mode", "max_episode_steps", "reward_version")
+# What makes success rates comparable, as mtrl.rundir records it in meta.json.
+PROTOCOL_KEYS = tuple(protocol(Config()))
 # Config values that may differ between the seeds of one table row: they do not change results.
 POOLABLE_KEYS = {"train.seed", "train.device", "train.threads", "env.vector_strategy"}
 SUCCESS = "eval/success"
@@ -180,12 +181,12 @@ def load_run(path: Path, notes: list[str]) -> Run | None:
         )
     meta = _read_meta(path, notes)
     env = config.get("env", {})
-    protocol = meta.get("protocol") or {k: env.get(k) for k in PROTOCOL_KEYS}
+    recorded = meta.get("protocol") or {k: env.get(k) for k in PROTOCOL_KEYS}
     surgery = config.get("surgery", {})
     flat = _flatten(config)
     run = Run(
         path=path,
-        protocol={k: protocol.get(k) for k in PROTOCOL_KEYS},
+        protocol={k: recorded.get(k) for k in PROTOCOL_KEYS},
         method=method_label(surgery.get("name", "?"), surgery.get("options")),
         seed=int(flat.get("train.seed", -1)),
         config=flat,

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import product
@@ -37,6 +37,7 @@ from mtrl.cli import USAGE_ERROR, _Parser, _train_parser, resolve_train_config, 
 from mtrl.config import Config, ConfigError, check_task_multiples, from_yaml_file
 from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
+from mtrl.rundir import CONFIG_FILE
 
 PROG = "mtrl-sweep"
 MANIFEST = "manifest.json"
@@ -363,7 +364,8 @@ class RunJob:
                     return self._finish(status)
                 print("could not resume (see above); restarting from scratch", flush=True)
             aside = move_aside(run_dir)
-            print(f"restarting {run_dir} from scratch; unfinished attempt moved to {aside}")
+            print(f"restarting {run_dir} from scratch; unfinished attempt moved to {aside}",
+                  flush=True)  # fmt: skip
         return self._finish(self._train(self.argv, forward_preemption=resume_supported()))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -375,7 +377,7 @@ class RunJob:
     def _train(self, argv: list[str], forward_preemption: bool) -> int:
         from mtrl.cli import train_main
 
-        with _forward_to_trainer() if forward_preemption else _nothing():
+        with _forward_to_trainer() if forward_preemption else nullcontext():
             return train_main(argv)
 
     def _finish(self, status: int) -> int:
@@ -393,11 +395,6 @@ class RunJob:
 
     def __repr__(self) -> str:
         return f"RunJob({self.run_dir!r})"
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager
@@ -508,7 +505,7 @@ def parse_time(value: Any) -> int:
     """Slurm time formats -> whole minutes (rounded up)."""
     text = str(value).strip()
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
-    if not match or (match[1] is None and match[4] is not None and match[3] is None):
+    if not match:
         raise SweepError(f"time '{value}' is not minutes, H:MM:SS or D-HH:MM:SS")
     days, first, second, third = (int(g) if g else None for g in match.groups())
     if days is not None:  # D-H, D-H:M, D-H:M:S
@@ -712,7 +709,7 @@ def classify(plan: list[PlannedRun], manifest: dict[str, Any]) -> None:
     errors = []
     recorded = manifest.get("runs", {})
     for run in plan:
-        config_file = run.run_dir / "config.yaml"
+        config_file = run.run_dir / CONFIG_FILE
         if config_file.is_file():
             try:
                 diff = _config_diff(from_yaml_file(config_file), run.config)
@@ -801,7 +798,7 @@ def _run_local(
         for pair in finished:
             running.remove(pair)
             done.append(pair)
-            print(f"{_outcome(*pair)}", flush=True)
+            print(_outcome(*pair), flush=True)
         if not finished:
             time.sleep(0.5)
     return done
@@ -895,23 +892,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _executor_flags(args: argparse.Namespace) -> dict[str, Any]:
-    keys = [
-        "executor",
-        "partition",
-        "gpus",
-        "cpus",
-        "time",
-        "mem",
-        "account",
-        "qos",
-        "constraint",
-        "max_parallel",
-    ]
-    flags = {k: getattr(args, k) for k in keys}
-    flags["container_image"] = args.container_image
-    flags["container_runtime"] = args.container_runtime
-    flags["container_binds"] = args.container_binds
-    return flags
+    names = ("executor partition gpus cpus time mem account qos constraint max_parallel "
+             "container_image container_runtime container_binds")  # fmt: skip
+    return {name: getattr(args, name) for name in names.split()}
 
 
 def _collect_overrides(args: argparse.Namespace) -> None:
@@ -938,8 +921,9 @@ def print_plan(plan: list[PlannedRun], opts: ExecutorOptions, sweep_dir: Path) -
     print(f"sweep {sweep_dir}: {len(plan)} runs")
     print(opts.describe(sweep_dir))
     width = max(len(r.name) for r in plan)
+    status_width = max(len(meaning[r.status]) for r in plan)
     for run in plan:
-        print(f"  {run.name:<{width}}  {meaning[run.status]:<30}  {run.command}")
+        print(f"  {run.name:<{width}}  {meaning[run.status]:<{status_width}}  {run.command}")
 
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:

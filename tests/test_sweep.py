@@ -313,10 +313,12 @@ def test_local_executor_two_real_runs_one_preempted(tmp_path, monkeypatch, capsy
     root = str(Path(mtrl.cli.__file__).resolve().parent.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "sweep"
+    # 600 steps (500 updates): a few seconds in which to preempt one run, even on a fast machine.
+    longer = [a if a != "train.total_steps=200" else "train.total_steps=600" for a in TINY]
     args = ["--out", str(out), "--benchmarks", "mt1:reach-v3", "--methods", "none", "--seeds",
-            "0-1", "--executor", "local", "--max-parallel", "2", *TINY]  # fmt: skip
+            "0-1", "--executor", "local", "--max-parallel", "2", *longer]  # fmt: skip
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("rc", sweep_main(args)))
+    thread = threading.Thread(target=lambda: result.setdefault("rc", sweep_main(args)), daemon=True)
     thread.start()
 
     victim = out / "mt1-reach-v3-none-s1"
@@ -326,7 +328,9 @@ def test_local_executor_two_real_runs_one_preempted(tmp_path, monkeypatch, capsy
     assert (victim / "metrics.jsonl").exists(), "the run never started"
     manifest = json.loads((out / "manifest.json").read_text())
     controller = int(manifest["runs"][victim.name]["submissions"][-1]["job_id"])
-    os.kill(_task_pid(controller), signal.SIGUSR2)  # what SLURM sends on preemption/time-out
+    task = _task_pid(controller)
+    assert task is not None and not sweep.is_finished(victim), "too late to preempt"
+    os.kill(task, signal.SIGUSR2)  # what SLURM sends before the time limit
 
     thread.join(timeout=300)
     assert not thread.is_alive(), "the sweep did not end"

@@ -140,11 +140,12 @@ def find_run_dirs(paths: Iterable[Path], notes: list[str]) -> list[Path]:
     return unique
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"seed": 0}}`` -> ``{"train.seed": 0}`` (an empty mapping stays a value)."""
     if isinstance(tree, dict) and (tree or not prefix):
         out: dict[str, Any] = {}
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): tree}
 
@@ -183,7 +184,7 @@ def load_run(path: Path, notes: list[str]) -> Run | None:
     env = config.get("env", {})
     recorded = meta.get("protocol") or {k: env.get(k) for k in PROTOCOL_KEYS}
     surgery = config.get("surgery", {})
-    flat = _flatten(config)
+    flat = flatten(config)
     run = Run(
         path=path,
         protocol={k: recorded.get(k) for k in PROTOCOL_KEYS},

@@ -37,6 +37,7 @@ from mtrl.cli import USAGE_ERROR, _Parser, _train_parser, resolve_train_config, 
 from mtrl.config import Config, ConfigError, check_task_multiples, from_yaml_file
 from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
+from mtrl.report import flatten
 from mtrl.rundir import CONFIG_FILE
 
 PROG = "mtrl-sweep"
@@ -320,14 +321,7 @@ def move_aside(run_dir: Path) -> Path:
 
 
 def _config_diff(a: Config, b: Config) -> list[str]:
-    def flat(config: Config) -> dict[str, Any]:
-        out = {}
-        for section, values in asdict(config).items():
-            for key, value in values.items():
-                out[f"{section}.{key}"] = value
-        return out
-
-    fa, fb = flat(a), flat(b)
+    fa, fb = flatten(asdict(a)), flatten(asdict(b))
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
 

@@ -148,7 +148,7 @@ def check_surgery(config: Config) -> None:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)
     try:
         config = resolve_train_config(args)
         from mtrl.rundir import create_run_dir, default_run_dir, write_provenance

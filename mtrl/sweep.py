@@ -281,7 +281,7 @@ def build_plan(
 def _resolve(argv: list[str], num_tasks: int) -> Config:
     """The config mtrl-train will run with; the same checks as mtrl-train, before submitting."""
     try:
-        args = _train_parser().parse_args(argv)
+        args = _train_parser().parse_intermixed_args(argv)
     except SystemExit:
         raise SweepError(f"mtrl-train rejects the arguments: {shlex.join(argv)}") from None
     config = resolve_train_config(args)

@@ -1,35 +1,16 @@
 import pytest
 import torch
+from helpers import ACT, STATE, K, N, make_batch
 from torch.func import vmap
 
 from mtrl.agent import MTSAC, AlphaInputs, CriticInputs
 from mtrl.config import AgentConfig
-from mtrl.replay import Batch
-
-K, STATE, ACT, N = 3, 5, 2, 8
 
 
 def make_agent(**overrides) -> MTSAC:
     torch.manual_seed(0)
     config = AgentConfig(hidden_dims=[16, 16], batch_per_task=N, **overrides)
     return MTSAC(STATE + K, ACT, K, config, seed=0)
-
-
-def make_batch(seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    onehot = torch.eye(K)[:, None, :].expand(K, N, K)
-
-    def obs():
-        return torch.cat([torch.randn(K, N, STATE, generator=gen), onehot], -1)
-
-    return Batch(
-        obs=obs(),
-        action=torch.rand(K, N, ACT, generator=gen) * 2 - 1,
-        reward=torch.randn(K, N, generator=gen),
-        next_obs=obs(),
-        terminated=torch.zeros(K, N),
-        truncated=torch.zeros(K, N),
-    )
 
 
 def test_critic_target_bootstraps_on_truncation_but_not_on_termination():

@@ -1,5 +1,5 @@
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 
 def assert_usage_error(result, *fragments: str) -> None:

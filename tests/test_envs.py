@@ -1,21 +1,10 @@
 import numpy as np
 import pytest
+from helpers import MT10_TASKS
 
 from mtrl.config import EnvConfig
 from mtrl.envs import make_envs, parse_benchmark
 
-MT10_TASKS = (
-    "reach-v3",
-    "push-v3",
-    "pick-place-v3",
-    "door-open-v3",
-    "drawer-open-v3",
-    "drawer-close-v3",
-    "button-press-topdown-v3",
-    "peg-insert-side-v3",
-    "window-open-v3",
-    "window-close-v3",
-)
 GOAL = slice(36, 39)  # Meta-World's MT observations end the 39-dim state with the goal position
 
 

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from conftest import run_cli
+from helpers import MT10_TASKS, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_envs import MT10_TASKS
 
 from mtrl.config import load_config
 from mtrl.logger import read_metrics

@@ -1,8 +1,7 @@
 """mtrl-train --surgery on real MT10 envs (smoke preset, a few hundred steps)."""
 
 import pytest
-from conftest import run_cli
-from test_envs import MT10_TASKS
+from helpers import MT10_TASKS, run_cli
 
 from mtrl.config import load_config
 from mtrl.logger import read_metrics

@@ -108,6 +108,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         checkpoint = load_checkpoint(path)
         config = checkpoint.config
         benchmark = parse_benchmark(args.benchmark or checkpoint.state["benchmark"])
+        trained_tasks = len(checkpoint.state["task_names"])
+        if benchmark.num_tasks != trained_tasks:
+            raise ValueError(
+                f"--benchmark {benchmark.name} has {benchmark.num_tasks} tasks, so another "
+                f"observation layout (the one-hot); the agent was trained on "
+                f"{checkpoint.state['benchmark']} ({trained_tasks} tasks)"
+            )
         video_format = _video_format() if args.video is not None else None
         _check_output(args.json, "--json", is_dir=False)
         _check_output(args.video, "--video", is_dir=True)

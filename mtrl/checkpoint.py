@@ -32,7 +32,6 @@ import pickle
 import random
 import re
 import signal
-import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -796,14 +795,9 @@ class PreemptionSignals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # Only record it: printing here could re-enter a write to stderr (the progress bar).
         if self.received is None:
             self.received = signal.Signals(signum).name
-            print(
-                f"\nmtrl-train: {self.received} received: finishing the current step, "
-                "then writing a checkpoint",
-                file=sys.stderr,
-                flush=True,
-            )
 
     def install(self) -> PreemptionSignals:
         if threading.current_thread() is threading.main_thread():

@@ -236,6 +236,8 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
                 "tensors and plain data, and is never unpickled"
             ) from None
         raise CheckpointError(f"'{path}' is corrupted (unreadable pickle data)") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read '{path}': {exc.strerror or exc}") from None
     except Exception:  # torch raises RuntimeError, EOFError, ... for damaged zip files
         raise CheckpointError(
             f"'{path}' is truncated, corrupted or not a PyTorch file (cannot be loaded)"

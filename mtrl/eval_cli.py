@@ -180,6 +180,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             "success": result.success,
             "return": result.mean_return,
         }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if video_envs is not None:
         assert video_format is not None

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 from cli_runs import TRAIN, run_module, snapshot, start_module, tiny_mt1
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl.checkpoint import BEST_FILE, load_checkpoint, step_file, train_checkpoints
 from mtrl.cli import PREEMPTED, USAGE_ERROR, train_main
@@ -129,6 +130,13 @@ def test_resume_continues_to_the_end(resumable):
     steps = [r["step"] for r in records if "train/updates" in r]
     assert steps == sorted(set(steps)), "no training line twice"
     assert records[-1]["step"] == 300 and records[-1]["final"] is True
+    # tensorboard hides what the interrupted process logged after step 200 (purge_step)
+    events = EventAccumulator(str(resumable))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/critic_loss")]
+    expected = [(r["step"], r["train/critic_loss"]) for r in records if "train/critic_loss" in r]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])

@@ -48,9 +48,12 @@ def _options_epilog() -> str:
             f"presets (--config): {', '.join(available_presets())}",
             f"surgery methods: {', '.join(surgery_choices())}",
             "",
-            f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one line "
-            f"on stderr, nothing written); {PREEMPTED} stopped by SIGTERM or SIGUSR1 after writing "
-            "a checkpoint (requeue with --resume DIR); anything else: a crash",
+            textwrap.fill(
+                f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one "
+                f"line on stderr, nothing written); {PREEMPTED} stopped by SIGTERM or SIGUSR1 "
+                "after writing a checkpoint (requeue with --resume DIR); anything else: a crash",
+                100,
+            ),
         ]
     )
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mtrl.config import (
     Config,
@@ -19,7 +19,12 @@ from mtrl.config import (
 )
 from mtrl.envs import benchmark_choices, parse_benchmark
 
+if TYPE_CHECKING:
+    from mtrl.train import Trainer
+
 USAGE_ERROR = 2
+PREEMPTED = 3
+"""Exit status after SIGTERM/SIGUSR1: a checkpoint was written; requeue with ``--resume``."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +51,13 @@ def _options_epilog() -> str:
             f"presets (--config): {', '.join(available_presets())}",
             "surgery methods (options with defaults; set one as surgery.options.NAME=VALUE):",
             *_surgery_lines(),
+            "",
+            textwrap.fill(
+                f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one "
+                f"line on stderr, nothing written); {PREEMPTED} stopped by SIGTERM or SIGUSR1 "
+                "after writing a checkpoint (requeue with --resume DIR); anything else: a crash",
+                100,
+            ),
         ]
     )
 
@@ -91,6 +103,13 @@ def _train_parser() -> argparse.ArgumentParser:
         type=Path,
         help="run folder to create (default runs/<benchmark>-<surgery>-s<seed>-<time>)",
     )
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        type=Path,
+        help="continue the run in DIR from its latest checkpoint, with its stored config; "
+        "overrides may only change train.device, train.threads and checkpoint.*",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return parser
@@ -106,17 +125,20 @@ _FLAG_KEYS = {
 }
 
 
-def resolve_train_config(args: argparse.Namespace) -> Config:
-    """Preset, then the dedicated flags, then KEY=VALUE overrides; validated."""
-    flags = [
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    return [
         f"{key}={getattr(args, name)}"
         for name, key in _FLAG_KEYS.items()
         if getattr(args, name) is not None
     ]
+
+
+def resolve_train_config(args: argparse.Namespace) -> Config:
+    """Preset, then the dedicated flags, then KEY=VALUE overrides; validated."""
     preset = args.config
     if preset is None and args.benchmark in ("mt10", "mt50"):
         preset = args.benchmark
-    config = load_config(preset, [*flags, *args.overrides])
+    config = load_config(preset, [*_flag_overrides(args), *args.overrides])
     try:
         benchmark = parse_benchmark(config.env.benchmark)
     except ValueError as exc:
@@ -149,6 +171,8 @@ def check_surgery(config: Config) -> None:
 def train_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _train_parser().parse_intermixed_args(argv)
+    if args.resume is not None:
+        return _resume_main(args, argv)
     try:
         config = resolve_train_config(args)
         from mtrl.rundir import create_run_dir, default_run_dir, write_provenance
@@ -161,7 +185,39 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     write_provenance(run_dir, config, device, argv)
     trainer = Trainer(config, run_dir, progress=not args.no_progress)
-    result = trainer.run()
+    return _train(trainer, run_dir)
+
+
+def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--resume DIR``: every check first; the run folder is touched only once all pass."""
+    from mtrl.checkpoint import CheckpointError, prepare_resume
+
+    try:
+        if args.config is not None or args.out is not None:
+            given = "--config" if args.config is not None else "--out"
+            raise ConfigError(
+                f"--resume continues a run with its stored config; {given} cannot be given"
+            )
+        config, checkpoint = prepare_resume(args.resume, [*_flag_overrides(args), *args.overrides])
+        from mtrl.rundir import record_resume
+        from mtrl.train import Trainer, resolve_device
+
+        device = resolve_device(config.train.device)
+        trainer = Trainer(config, args.resume, progress=not args.no_progress, resume=checkpoint)
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        return _fail("mtrl-train", exc)
+    record_resume(args.resume, checkpoint.step, device, argv)
+    return _train(trainer, args.resume)
+
+
+def _train(trainer: Trainer, run_dir: Path) -> int:
+    from mtrl.checkpoint import Preempted
+
+    try:
+        result = trainer.run()
+    except Preempted as stop:
+        print(f"\nmtrl-train: {stop}", file=sys.stderr)
+        return PREEMPTED
     print(f"\nrun folder: {run_dir}")
     print(format_success_table(result.success, result.mean_return, result.episodes))
     return 0
@@ -183,3 +239,7 @@ def format_success_table(
 def _fail(prog: str, exc: Exception) -> int:
     print(f"{prog}: error: {exc}", file=sys.stderr)
     return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

@@ -101,11 +101,25 @@ class TrainConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = option(
+        100_000,
+        "write a checkpoint every this many env steps, at the first episode boundary at or after "
+        "each multiple (resume is exact there); 0: only at the end and on preemption",
+    )
+    keep_last: int = option(2, "keep this many most recent checkpoints; older ones are deleted")
+    keep_best: bool = option(
+        True, "keep checkpoints/best.pt, the agent of the evaluation with the best mean success"
+    )
+
+
+@dataclass
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def preset_dirs() -> list[Path]:
@@ -211,6 +225,18 @@ def to_yaml(config: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
+def config_from_yaml(text: str, origin: str) -> Config:
+    """A resolved config from YAML text (as stored inside a checkpoint), validated."""
+    try:
+        layer = OmegaConf.create(text)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"cannot read the config of {origin}: {exc}") from None
+    config = _merge(OmegaConf.structured(Config), layer, origin)
+    result: Config = OmegaConf.to_object(config)  # type: ignore[assignment]
+    validate(result)
+    return result
+
+
 def from_yaml_file(path: Path) -> Config:
     """Load a resolved config written by :func:`to_yaml` (e.g. a run folder's config.yaml)."""
     return load_config(str(path))
@@ -277,6 +303,11 @@ def validate(config: Config) -> None:
     _require(
         surgery.diagnostics_every >= 0,
         f"surgery.diagnostics_every must be >= 0, got {surgery.diagnostics_every}",
+    )
+    checkpoint = config.checkpoint
+    _require(checkpoint.every >= 0, f"checkpoint.every must be >= 0, got {checkpoint.every}")
+    _require(
+        checkpoint.keep_last >= 1, f"checkpoint.keep_last must be >= 1, got {checkpoint.keep_last}"
     )
 
 

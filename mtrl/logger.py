@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -14,9 +15,18 @@ METRICS_FILE = "metrics.jsonl"
 class RunLogger:
     """Appends to the run folder; every line carries the env ``step`` it describes."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resume_at: tuple[int, int] | None = None):
+        """``resume_at=(step, metrics_bytes)``: continue a run from a checkpoint taken at
+        ``step``. What the interrupted process logged after it is dropped: metrics.jsonl is cut
+        back to its size then, and tensorboard hides the later events (``purge_step``)."""
         self.run_dir = Path(run_dir)
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        purge_step = None
+        if resume_at is not None:
+            step, metrics_bytes = resume_at
+            with (self.run_dir / METRICS_FILE).open("ab") as file:
+                file.truncate(metrics_bytes)
+            purge_step = step + 1
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self._jsonl = (self.run_dir / METRICS_FILE).open("a", encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, float], **extra: object) -> None:
@@ -29,6 +39,12 @@ class RunLogger:
     def flush(self) -> None:
         self.writer.flush()
         self._jsonl.flush()
+
+    def position(self) -> int:
+        """Bytes of metrics.jsonl written so far, everything flushed to the files first."""
+        self.flush()
+        os.fsync(self._jsonl.fileno())
+        return os.fstat(self._jsonl.fileno()).st_size
 
     def close(self) -> None:
         self.writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -59,6 +60,28 @@ def write_provenance(run_dir: Path, config: Config, device: torch.device, argv: 
         "host": platform.node(),
     }
     (run_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def record_resume(run_dir: Path, step: int, device: torch.device, argv: list[str]) -> None:
+    """Append a ``resumed`` entry to meta.json (replaced atomically)."""
+    path = Path(run_dir) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    meta.setdefault("resumed", []).append(
+        {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "from_step": step,
+            "command": [Path(sys.argv[0]).name, *argv],
+            "git_commit": git_commit(),
+            "device": str(device),
+            "host": platform.node(),
+        }
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def protocol(config: Config) -> dict[str, object]:

@@ -13,6 +13,13 @@ import torch
 from tqdm import tqdm
 
 from mtrl.agent import MTSAC
+from mtrl.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    Preempted,
+    PreemptionSignals,
+    restore_trainer,
+)
 from mtrl.config import Config, check_task_multiples
 from mtrl.envs import make_envs, parse_benchmark
 from mtrl.evaluation import EvalResult, evaluate
@@ -69,9 +76,19 @@ def _step_success(info: dict, done: np.ndarray) -> np.ndarray:
 
 
 class Trainer:
-    """Owns the envs, the agent and the replay of one run and steps them in lockstep."""
+    """Owns the envs, the agent and the replay of one run and steps them in lockstep.
 
-    def __init__(self, config: Config, run_dir: Path, progress: bool = True):
+    ``resume``: a verified training checkpoint of this run to continue from (see
+    :mod:`mtrl.checkpoint`); the trainer is built as for a new run, then loaded.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        progress: bool = True,
+        resume: Checkpoint | None = None,
+    ):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -108,7 +125,7 @@ class Trainer:
             train.seed,
         )
         self.action_rng = np.random.default_rng(train.seed)
-        self.logger = RunLogger(self.run_dir)
+        self.checkpointer = Checkpointer(self.run_dir, config.checkpoint)
         self.episodes = EpisodeStats(self.num_tasks)
         self.step = 0
         self.updates = 0
@@ -116,6 +133,15 @@ class Trainer:
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self.obs, _ = self.envs.reset()
+        self.at_boundary = True
+        """All envs start a new episode at the next step (checkpoints are exact only here)."""
+        if resume is not None:
+            restore_trainer(self, resume)
+        # After the restore: a checkpoint that does not fit leaves the run folder untouched.
+        self.logger = RunLogger(
+            self.run_dir,
+            None if resume is None else (resume.step, resume.state["logger"]["metrics_bytes"]),
+        )
 
     # --------------------------------------------------------------------------- main loop
     def run(self) -> EvalResult:
@@ -129,6 +155,7 @@ class Trainer:
             disable=not self.progress,
         )
         clock = _IntervalClock(self.step)
+        signals = PreemptionSignals().install()
         try:
             while self.step < train.total_steps:
                 self.collect()
@@ -143,10 +170,24 @@ class Trainer:
                     with clock.paused():
                         self.evaluate(train.eval_episodes)
                     bar.set_postfix(success=f"{self.last_success:.2f}")
-            return self.evaluate(train.final_eval_episodes or train.eval_episodes, final=True)
+                if self.step < train.total_steps:
+                    self._checkpoint_if_due(signals.received)
+            result = self.evaluate(train.final_eval_episodes or train.eval_episodes, final=True)
+            self.checkpointer.save(self, finished=True)
+            return result
         finally:
+            signals.uninstall()
             bar.close()
             self.close()
+
+    def _checkpoint_if_due(self, signal_name: str | None) -> None:
+        """Periodic checkpoints at episode boundaries; on a preemption signal, one now and stop."""
+        if self.checkpointer.due(self.step, self.at_boundary):
+            self.checkpointer.save(self)
+        if signal_name is not None:
+            if self.checkpointer.last_step != self.step:
+                self.checkpointer.save(self)
+            raise Preempted(signal_name, self.step, self.checkpointer.path(self.step), self.run_dir)
 
     @property
     def batch_size(self) -> int:
@@ -168,6 +209,7 @@ class Trainer:
         self.replay.add(self.obs, action, reward, real_next_obs, terminated, truncated)
         self.episodes.record(reward, _step_success(info, done), done)
         self.obs = next_obs
+        self.at_boundary = bool(done.all())
         self.step += self.num_tasks
 
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
@@ -175,6 +217,7 @@ class Trainer:
         self.last_success = result.mean_success
         extra = {"final": True} if final else {}
         self.logger.log(self.step, result.metrics(), **extra)
+        self.checkpointer.on_evaluation(self, result)
         return result
 
     # --------------------------------------------------------------------------- logging

@@ -1,0 +1,818 @@
+"""Checkpoints: everything a run needs to continue as if it had never stopped.
+
+A checkpoint file is an ordinary ``torch.save`` zip file holding one dict::
+
+    format    "mtrl-checkpoint"
+    version   FORMAT_VERSION (a reader refuses newer versions)
+    kind      "train" (resumable: the whole run state) or "agent" (networks only, for mtrl-eval)
+    checksum  "sha256:..." over kind, state and every tensor's bytes
+    state     JSON text: counters, config, RNG states, env states, ... with tensor references
+    tensors   {name: CPU tensor}: networks, optimizers, replay, generator states
+
+It is read back with ``torch.load(weights_only=True)``: only tensors and plain containers are
+ever unpickled. torch's zip reader does not check data CRCs, so a flipped byte in a tensor would
+load silently; the checksum catches it.
+
+Exact resume: a training checkpoint is written at an episode boundary (the K envs step in
+lockstep and all reset together at the horizon). The MuJoCo state right after a reset is a
+function of the env's task, so it is rebuilt by putting each env back on its saved task
+(identified by index among the env's own 50 tasks, which the seed reproduces), resetting it, and
+then loading the saved goal-sampling RNG states through Meta-World's ``load_checkpoint``. The
+observation after that reset is compared with the saved one. A checkpoint taken mid-episode (on
+preemption) restores everything but the physics: the envs start new episodes on resume, so the
+continuation is deterministic but not identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import random
+import re
+import signal
+import threading
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mtrl.config import (
+    CheckpointConfig,
+    Config,
+    ConfigError,
+    config_from_yaml,
+    load_config,
+    to_yaml,
+)
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from mtrl.agent import MTSAC
+    from mtrl.evaluation import EvalResult
+    from mtrl.replay import MultiTaskReplay
+    from mtrl.train import Trainer
+
+FORMAT = "mtrl-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+BEST_FILE = "best.pt"
+KIND_TRAIN = "train"
+KIND_AGENT = "agent"
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+_TMP_FILE = re.compile(r"^\..+\.tmp-\d+$")
+
+# Config values that may differ between a run and its resumption: they change where and how fast
+# the run executes or how its checkpoints are kept, not the experiment.
+RESUME_MUTABLE_KEYS = (
+    "train.device",
+    "train.threads",
+    "checkpoint.every",
+    "checkpoint.keep_last",
+    "checkpoint.keep_best",
+)
+
+
+class CheckpointError(ValueError):
+    """A missing, unreadable, corrupted, foreign or incompatible checkpoint; one line for users."""
+
+
+# --------------------------------------------------------------------------------- file format
+_TENSOR, _NDARRAY, _TUPLE, _DICT = "__tensor__", "__ndarray__", "__tuple__", "__dict__"
+
+
+def _encode(tree: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """JSON-able copy of ``tree``; tensors and arrays move to ``tensors`` and leave a reference."""
+    if isinstance(tree, torch.Tensor):
+        tensor = tree.detach().cpu()
+        whole = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+        if not (tensor.is_contiguous() and whole and tensor.storage_offset() == 0):
+            tensor = tensor.clone(memory_format=torch.contiguous_format)  # never save a view
+        name = _unique(path, tensors)
+        tensors[name] = tensor
+        return {_TENSOR: name}
+    if isinstance(tree, np.ndarray):
+        name = _unique(path, tensors)
+        tensors[name] = torch.from_numpy(np.array(tree, copy=True, order="C"))
+        return {_NDARRAY: name}
+    if isinstance(tree, np.generic):
+        return tree.item()
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return tree
+    if isinstance(tree, tuple):
+        return {_TUPLE: [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(tree)]}
+    if isinstance(tree, list):
+        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(tree)]
+    if isinstance(tree, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in tree):
+            return {k: _encode(v, tensors, f"{path}/{k}") for k, v in tree.items()}
+        return {
+            _DICT: [
+                [_encode(k, tensors, f"{path}/key"), _encode(v, tensors, f"{path}/{k}")]
+                for k, v in tree.items()
+            ]
+        }
+    raise TypeError(f"cannot store a {type(tree).__name__} (at '{path}') in a checkpoint")
+
+
+def _unique(path: str, taken: dict[str, torch.Tensor]) -> str:
+    name, n = path.lstrip("/"), 1
+    while name in taken:
+        name, n = f"{path.lstrip('/')}#{n}", n + 1
+    return name
+
+
+def _decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, list):
+        return [_decode(v, tensors) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if len(tree) == 1:
+        ((key, value),) = tree.items()
+        if key == _TENSOR:
+            return tensors[value]
+        if key == _NDARRAY:
+            return tensors[value].numpy()
+        if key == _TUPLE:
+            return tuple(_decode(v, tensors) for v in value)
+        if key == _DICT:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in value}
+    return {k: _decode(v, tensors) for k, v in tree.items()}
+
+
+def _checksum(version: int, kind: str, state: str, tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256(f"{FORMAT}\0{version}\0{kind}\0".encode())
+    digest.update(state.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        if tensor.numel():
+            digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def save_checkpoint(path: Path, kind: str, state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically: a temporary file beside ``path``, fsync, rename, fsync dir.
+
+    A crash at any point leaves either the previous file or the new one, never a partial one.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    text = json.dumps(_encode(state, tensors, ""), separators=(",", ":"))
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "kind": kind,
+        "checksum": _checksum(FORMAT_VERSION, kind, text, tensors),
+        "state": text,
+        "tensors": tensors,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint file, decoded (tensors on the CPU)."""
+
+    path: Path
+    kind: str
+    state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+    @property
+    def config(self) -> Config:
+        try:
+            return config_from_yaml(self.state["config"], f"checkpoint '{self.path}'")
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+
+
+def load_checkpoint(path: Path | str) -> Checkpoint:
+    """Read and verify a checkpoint; any problem is a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(
+                f"'{path}' is not an mtrl checkpoint: it holds Python objects other than "
+                "tensors and plain data, and is never unpickled"
+            ) from None
+        raise CheckpointError(f"'{path}' is corrupted (unreadable pickle data)") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    except Exception:  # torch raises RuntimeError, EOFError, ... for damaged zip files
+        raise CheckpointError(
+            f"'{path}' is truncated, corrupted or not a PyTorch file (cannot be loaded)"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is not an mtrl checkpoint (no '{FORMAT}' marker)")
+    version = payload.get("version")
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"'{path}' has an invalid checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"'{path}' was written by a newer mtrl (checkpoint format {version}; this mtrl reads "
+            f"format {FORMAT_VERSION}): upgrade mtrl to load it"
+        )
+    kind, text, tensors = payload.get("kind"), payload.get("state"), payload.get("tensors")
+    if (
+        kind not in (KIND_TRAIN, KIND_AGENT)
+        or not isinstance(text, str)
+        or not isinstance(tensors, dict)
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items())
+    ):
+        raise CheckpointError(f"'{path}' is corrupted (malformed checkpoint structure)")
+    if payload.get("checksum") != _checksum(version, kind, text, tensors):
+        raise CheckpointError(f"'{path}' is corrupted: its content does not match its checksum")
+    try:
+        state = _decode(json.loads(text), tensors)
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"'{path}' is corrupted (malformed state)") from None
+    return Checkpoint(path, kind, state)
+
+
+# --------------------------------------------------------------------------------- run folder
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def step_file(run_dir: Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:010d}.pt"
+
+
+def train_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's training checkpoints, oldest first."""
+    directory = checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = train_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Temporary files of a process killed mid-write (their target was never replaced)."""
+    for path in directory.iterdir():
+        if _TMP_FILE.match(path.name):
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------- state parts
+def agent_networks(agent: MTSAC) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        "actor": agent.actor.state_dict(),
+        "critic": agent.critic.state_dict(),
+        "critic_target": agent.critic_target.state_dict(),
+        "temperature": agent.temperature.state_dict(),
+    }
+
+
+def load_agent_networks(agent: MTSAC, networks: dict[str, dict[str, torch.Tensor]]) -> None:
+    modules = {
+        "actor": agent.actor,
+        "critic": agent.critic,
+        "critic_target": agent.critic_target,
+        "temperature": agent.temperature,
+    }
+    for name, module in modules.items():
+        if name not in networks:
+            continue  # an agent-only checkpoint may hold just what evaluation needs
+        try:
+            module.load_state_dict(networks[name])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"the checkpoint's {name} does not fit this agent (different networks?): "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+
+
+def _agent_state(agent: MTSAC) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "networks": agent_networks(agent),
+        "optimizers": {name: c.optimizer.state_dict() for name, c in agent.components.items()},
+        "generator": agent.generator.get_state(),
+        "updates": agent.updates,
+        "surgery": {name: method.state_dict() for name, method in agent.surgeries.items()},
+    }
+    return state
+
+
+def _load_agent_state(agent: MTSAC, state: dict[str, Any]) -> None:
+    load_agent_networks(agent, state["networks"])
+    for name, component in agent.components.items():
+        component.optimizer.load_state_dict(state["optimizers"][name])
+    agent.generator.set_state(state["generator"])
+    agent.updates = state["updates"]
+    if set(state["surgery"]) != set(agent.surgeries):
+        raise CheckpointError("the checkpoint's gradient-surgery state does not fit this agent")
+    for name, method in agent.surgeries.items():
+        try:
+            method.load_state_dict(state["surgery"][name])
+        except ValueError as exc:
+            raise CheckpointError(f"gradient-surgery state of the {name}: {exc}") from None
+
+
+def _onehot_columns(replay: MultiTaskReplay) -> torch.Tensor:
+    """Replay columns holding the task one-hot (the last K entries of obs and of next obs)."""
+    obs_dim, action_dim = replay._widths[0], replay._widths[1]
+    k = replay.num_tasks
+    next_obs_start = obs_dim + action_dim + 1
+    next_obs_end = next_obs_start + obs_dim
+    columns = [*range(obs_dim - k, obs_dim), *range(next_obs_end - k, next_obs_end)]
+    return torch.tensor(columns, device=replay.device)
+
+
+def _onehot_values(replay: MultiTaskReplay, size: int) -> torch.Tensor:
+    """What the one-hot columns of ``size`` rows per task hold: ``[K, size, 2K]``."""
+    eye = torch.eye(replay.num_tasks, device=replay.device)
+    return eye.repeat(1, 2)[:, None, :].expand(-1, size, -1)
+
+
+def _replay_state(replay: MultiTaskReplay) -> dict[str, Any]:
+    """The filled rows only, and without the one-hot columns when they hold exactly the task's
+    one-hot (always, for Meta-World observations): they are rebuilt on load, bit for bit."""
+    rows = replay.data[:, : replay.size]
+    onehot = _onehot_columns(replay)
+    keep = torch.ones(rows.shape[-1], dtype=torch.bool, device=replay.device)
+    keep[onehot] = False
+    compact = torch.equal(rows[..., onehot], _onehot_values(replay, replay.size))
+    return {
+        "capacity": replay.capacity,
+        "width": replay.data.shape[-1],
+        "position": replay.position,
+        "size": replay.size,
+        "onehot_dropped": compact,
+        "rows": rows[..., keep] if compact else rows,
+        "generator": replay.generator.get_state(),
+    }
+
+
+def _load_replay_state(replay: MultiTaskReplay, state: dict[str, Any]) -> None:
+    if state["capacity"] != replay.capacity or state["width"] != replay.data.shape[-1]:
+        raise CheckpointError("the checkpoint's replay does not fit this run's replay buffer")
+    size = state["size"]
+    replay.data.zero_()
+    rows = state["rows"].to(replay.device)
+    if state["onehot_dropped"]:
+        onehot = _onehot_columns(replay)
+        keep = torch.ones(replay.data.shape[-1], dtype=torch.bool, device=replay.device)
+        keep[onehot] = False
+        full = torch.zeros((replay.num_tasks, size, replay.data.shape[-1]), device=replay.device)
+        full[..., keep] = rows
+        full[..., onehot] = _onehot_values(replay, size)
+        rows = full
+    replay.data[:, :size] = rows
+    replay.position, replay.size = state["position"], size
+    replay.generator.set_state(state["generator"])
+
+
+def _task_digest(serialized_tasks: list[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(serialized_tasks, sort_keys=True).encode()).hexdigest()
+
+
+def _env_state(envs: gym.vector.VectorEnv) -> list[dict[str, Any]]:
+    """Per env: Meta-World's checkpoint (goal-sampling and env RNG states, task-sampling switch),
+    a digest of its task list, and the index of the task it is on now.
+
+    The tasks themselves are not stored: they are pickles, and a checkpoint is never unpickled.
+    The same seed rebuilds them; the digest proves it on load.
+    """
+    saved = []
+    tasks = envs.get_attr("tasks")
+    current = envs.get_attr("_last_rand_vec")
+    for (env_id, ckpt), env_tasks, rand_vec in zip(
+        envs.call("get_checkpoint"), tasks, current, strict=True
+    ):
+        # Meta-World's own in-memory task data, not the checkpoint's: safe to unpickle.
+        index = next(
+            (
+                i
+                for i, task in enumerate(env_tasks)
+                if np.array_equal(pickle.loads(task.data)["rand_vec"], rand_vec)
+            ),
+            None,
+        )
+        saved.append(
+            {
+                "id": env_id,
+                "tasks_sha256": _task_digest(ckpt["tasks"]),
+                "task": index,
+                "rng_state": ckpt["rng_state"],
+                "env_rng_state": ckpt["env_rng_state"],
+                "sample_tasks_on_reset": ckpt["sample_tasks_on_reset"],
+            }
+        )
+    return saved
+
+
+def _restore_envs(envs: gym.vector.VectorEnv, saved: list[dict[str, Any]]) -> np.ndarray:
+    """Put every env on its saved task, reset it, then load its saved RNG states.
+
+    Returns the observations of that reset: the state the envs were in right after the
+    episode boundary at which the checkpoint was written.
+    """
+    fresh = list(envs.call("get_checkpoint"))
+    if [env_id for env_id, _ in fresh] != [s["id"] for s in saved] or any(
+        _task_digest(ckpt["tasks"]) != s["tasks_sha256"]
+        for (_, ckpt), s in zip(fresh, saved, strict=True)
+    ):
+        raise CheckpointError(
+            "the checkpoint's environments differ from the ones built now "
+            "(another benchmark, seed or Meta-World version?)"
+        )
+    pinned = [
+        (
+            env_id,
+            {
+                **ckpt,
+                "tasks": ckpt["tasks"] if s["task"] is None else [ckpt["tasks"][s["task"]]],
+                "sample_tasks_on_reset": True,
+            },
+        )
+        for (env_id, ckpt), s in zip(fresh, saved, strict=True)
+    ]
+    envs.call("load_checkpoint", pinned)
+    obs, _ = envs.reset()
+    restored = [
+        (
+            env_id,
+            {
+                **ckpt,
+                "rng_state": s["rng_state"],
+                "env_rng_state": s["env_rng_state"],
+                "sample_tasks_on_reset": s["sample_tasks_on_reset"],
+            },
+        )
+        for (env_id, ckpt), s in zip(fresh, saved, strict=True)
+    ]
+    envs.call("load_checkpoint", restored)
+    return obs
+
+
+def _rng_state(trainer: Trainer) -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "action": trainer.action_rng.bit_generator.state,
+    }
+
+
+def _load_rng_state(trainer: Trainer, state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    trainer.action_rng.bit_generator.state = state["action"]
+
+
+# --------------------------------------------------------------------------------- trainer
+class Checkpointer:
+    """Writes a run's checkpoints and keeps the last ``keep_last`` plus the best agent.
+
+    ``checkpoints/step-<N>.pt`` are training checkpoints (resumable), written every
+    ``every`` env steps at the next episode boundary, at the end, and on preemption.
+    ``checkpoints/best.pt`` is the agent of the evaluation with the highest mean success so far
+    (networks only, for mtrl-eval); every training checkpoint carries a copy, so that a resume
+    can put back the best of the history it continues.
+    """
+
+    def __init__(self, run_dir: Path, config: CheckpointConfig):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.last_step = 0
+        self.best: dict[str, Any] | None = None
+
+    def due(self, step: int, at_boundary: bool) -> bool:
+        every = self.config.every
+        return every > 0 and at_boundary and step // every > self.last_step // every
+
+    def path(self, step: int) -> Path:
+        return step_file(self.run_dir, step)
+
+    def save(self, trainer: Trainer, finished: bool = False) -> Path:
+        self.last_step = trainer.step
+        path = save_checkpoint(
+            step_file(self.run_dir, trainer.step), KIND_TRAIN, _train_state(trainer, finished)
+        )
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        for old in train_checkpoints(self.run_dir)[: -self.config.keep_last]:
+            old.unlink(missing_ok=True)
+        _remove_stale_temporaries(checkpoint_dir(self.run_dir))
+        _fsync_dir(checkpoint_dir(self.run_dir))
+
+    def on_evaluation(self, trainer: Trainer, result: EvalResult) -> None:
+        if not self.config.keep_best:
+            return
+        if self.best is not None and result.mean_success <= self.best["success"]:
+            return
+        networks = {
+            name: {k: v.detach().clone() for k, v in params.items()}
+            for name, params in agent_networks(trainer.agent).items()
+        }
+        self.best = {
+            "success": result.mean_success,
+            "step": trainer.step,
+            "eval": result.metrics(),
+            "networks": networks,
+        }
+        self._write_best(trainer)
+
+    def _write_best(self, trainer: Trainer) -> None:
+        assert self.best is not None
+        state = {
+            **_description(trainer),
+            "step": self.best["step"],
+            "eval": self.best["eval"],
+            "agent": {"networks": self.best["networks"]},
+        }
+        save_checkpoint(checkpoint_dir(self.run_dir) / BEST_FILE, KIND_AGENT, state)
+
+    def state(self) -> dict[str, Any]:
+        return {"last_step": self.last_step, "best": self.best}
+
+    def load_state(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        self.last_step = state["last_step"]
+        self.best = state["best"] if self.config.keep_best else None
+        if self.best is None:
+            return
+        # best.pt may be newer than this checkpoint (written by the run that was killed), or
+        # missing: put back the best of the history being continued.
+        best_path = checkpoint_dir(self.run_dir) / BEST_FILE
+        try:
+            current = load_checkpoint(best_path)
+            if current.step == self.best["step"] and current.state["eval"] == self.best["eval"]:
+                return
+        except CheckpointError:
+            pass
+        self._write_best(trainer)
+
+
+def _description(trainer: Trainer) -> dict[str, Any]:
+    """What identifies a checkpoint's experiment and agent layout."""
+    from mtrl import __version__
+    from mtrl.rundir import git_commit
+
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mtrl_version": __version__,
+        "git_commit": git_commit(),
+        "config": to_yaml(trainer.config),
+        "device": trainer.device.type,
+        "benchmark": trainer.benchmark.name,
+        "task_names": list(trainer.benchmark.task_names),
+        "obs_dim": int(trainer.envs.single_observation_space.shape[0]),
+        "action_dim": int(trainer.action_dim),
+    }
+
+
+def _train_state(trainer: Trainer, finished: bool) -> dict[str, Any]:
+    episodes = trainer.episodes
+    return {
+        **_description(trainer),
+        "step": trainer.step,
+        "finished": finished,
+        "episode_boundary": trainer.at_boundary,
+        "trainer": {
+            "updates": trainer.updates,
+            "last_success": trainer.last_success,
+            "obs": trainer.obs,
+            "episodes": {
+                "running_return": episodes.running_return,
+                "running_success": episodes.running_success,
+                "returns": list(episodes.returns),
+                "successes": list(episodes.successes),
+            },
+            "sums": dict(trainer._sums),
+            "sum_count": trainer._sum_count,
+        },
+        "agent": _agent_state(trainer.agent),
+        "replay": _replay_state(trainer.replay),
+        "rng": _rng_state(trainer),
+        "envs": {"train": _env_state(trainer.envs), "eval": _env_state(trainer.eval_envs)},
+        "logger": {"metrics_bytes": trainer.logger.position()},
+        "checkpointer": trainer.checkpointer.state(),
+    }
+
+
+def restore_trainer(trainer: Trainer, checkpoint: Checkpoint) -> None:
+    """Load a training checkpoint into a freshly built trainer of the same config."""
+    state = checkpoint.state
+    if (
+        state["task_names"] != list(trainer.benchmark.task_names)
+        or state["obs_dim"] != trainer.envs.single_observation_space.shape[0]
+        or state["action_dim"] != trainer.action_dim
+    ):
+        raise CheckpointError(f"'{checkpoint.path}' belongs to another benchmark")
+    _load_agent_state(trainer.agent, state["agent"])
+    _load_replay_state(trainer.replay, state["replay"])
+    saved = state["trainer"]
+    trainer.step = state["step"]
+    trainer.updates = saved["updates"]
+    trainer.last_success = saved["last_success"]
+    trainer._sums = {k: v.to(trainer.device) for k, v in saved["sums"].items()}
+    trainer._sum_count = saved["sum_count"]
+    episodes = trainer.episodes
+    episodes.returns[:] = saved["episodes"]["returns"]
+    episodes.successes[:] = saved["episodes"]["successes"]
+
+    obs = _restore_envs(trainer.envs, state["envs"]["train"])
+    _restore_envs(trainer.eval_envs, state["envs"]["eval"])
+    if state["episode_boundary"]:
+        if not np.array_equal(obs, saved["obs"]):
+            warnings.warn(
+                "the environments could not be put back exactly into their checkpointed state; "
+                "the resumed run continues from fresh episodes",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        episodes.running_return[:] = saved["episodes"]["running_return"]
+        episodes.running_success[:] = saved["episodes"]["running_success"]
+    else:
+        # Checkpointed mid-episode (preemption): the physics cannot be restored, so the
+        # unfinished episodes are dropped and new ones start from the saved RNG states.
+        obs, _ = trainer.envs.reset()
+        episodes.running_return[:] = 0.0
+        episodes.running_success[:] = False
+    trainer.obs = obs
+    trainer.at_boundary = True
+    _load_rng_state(trainer, state["rng"])
+    trainer.checkpointer.load_state(trainer, state["checkpointer"])
+
+
+# --------------------------------------------------------------------------------- resume
+def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, Checkpoint]:
+    """The config and the verified latest checkpoint to continue ``run_dir`` with.
+
+    Reads only: a ConfigError or CheckpointError here means nothing was modified.
+    """
+    from mtrl.rundir import CONFIG_FILE
+    from mtrl.train import resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(f"--resume '{run_dir}' does not exist")
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume '{run_dir}' is not a folder")
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(f"--resume '{run_dir}' is not an mtrl run folder (no {CONFIG_FILE})")
+    try:
+        stored = load_config(str(config_file))
+        requested = load_config(str(config_file), overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"--resume '{run_dir}': {exc}") from None
+    changes = experiment_differences(stored, requested)
+    if changes:
+        raise ConfigError(
+            f"--resume: {changes[0]} would change the experiment; a resumed run keeps its "
+            f"config, only {', '.join(RESUME_MUTABLE_KEYS)} may change"
+        )
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(
+            f"run '{run_dir}' has no checkpoint to resume from (none in {checkpoint_dir(run_dir)})"
+        )
+    checkpoint = load_checkpoint(path)
+    check_resumable(run_dir, checkpoint, requested)
+    device = resolve_device(requested.train.device)
+    if device.type != checkpoint.state["device"]:
+        raise ConfigError(
+            f"'{path}' was written on {checkpoint.state['device']}; resume it on "
+            f"{checkpoint.state['device']} too (train.device), the random streams differ "
+            f"on {device.type}"
+        )
+    return requested, checkpoint
+
+
+def check_resumable(run_dir: Path, checkpoint: Checkpoint, config: Config) -> None:
+    """Everything that must hold before a resume touches the run folder."""
+    if checkpoint.kind != KIND_TRAIN:
+        raise CheckpointError(f"'{checkpoint.path}' holds an agent only; it cannot be resumed")
+    if experiment_differences(checkpoint.config, config):
+        raise CheckpointError(
+            f"'{checkpoint.path}' belongs to a different experiment than "
+            f"'{Path(run_dir) / 'config.yaml'}'"
+        )
+    if checkpoint.state["finished"]:
+        raise CheckpointError(
+            f"run '{run_dir}' is already complete (step {checkpoint.step}); nothing to resume"
+        )
+    from mtrl.logger import METRICS_FILE
+
+    metrics = Path(run_dir) / METRICS_FILE
+    recorded = checkpoint.state["logger"]["metrics_bytes"]
+    size = metrics.stat().st_size if metrics.exists() else 0
+    if size < recorded:
+        raise CheckpointError(
+            f"'{metrics}' is shorter than when '{checkpoint.path.name}' was written "
+            f"({size} < {recorded} bytes): the run folder was modified"
+        )
+
+
+def experiment_differences(stored: Config, requested: Config) -> list[str]:
+    """``key=requested (the run has stored)`` for every value outside RESUME_MUTABLE_KEYS."""
+    from omegaconf import OmegaConf
+
+    def flat(config: Config) -> dict[str, Any]:
+        tree = OmegaConf.to_container(OmegaConf.structured(config))
+        out: dict[str, Any] = {}
+        for section, values in tree.items():  # type: ignore[union-attr]
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+    old, new = flat(stored), flat(requested)
+    return [
+        f"{key}={new[key]} (the run has {old.get(key)})"
+        for key in new
+        if key not in RESUME_MUTABLE_KEYS and new[key] != old.get(key)
+    ]
+
+
+# --------------------------------------------------------------------------------- preemption
+class Preempted(Exception):
+    """The run stopped on a preemption signal after writing a checkpoint."""
+
+    def __init__(self, signal_name: str, step: int, path: Path, run_dir: Path):
+        super().__init__(
+            f"stopped by {signal_name} at step {step}; checkpoint '{path}' written; "
+            f"continue with: mtrl-train --resume {run_dir}"
+        )
+        self.signal_name, self.step, self.path = signal_name, step, path
+
+
+class PreemptionSignals:
+    """Records SIGTERM / SIGUSR1 instead of dying, so the loop can checkpoint and exit."""
+
+    NAMES = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # Only record it: printing here could re-enter a write to stderr (the progress bar).
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def install(self) -> PreemptionSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                if hasattr(signal, name):
+                    number = getattr(signal, name)
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()

@@ -1,0 +1,232 @@
+"""mtrl-train --resume: exact continuation after SIGKILL, preemption signals, refused inputs."""
+
+import json
+import shutil
+import signal
+import time
+
+import pytest
+import torch
+from cli_runs import TRAIN, run_module, snapshot, start_module, tiny_mt1
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mtrl.checkpoint import BEST_FILE, load_checkpoint, step_file, train_checkpoints
+from mtrl.cli import PREEMPTED, USAGE_ERROR, train_main
+from mtrl.logger import read_metrics
+
+# The smoke preset (real MT10), shrunk: 50-step episodes put an episode boundary every
+# 10 x 50 = 500 env steps; a checkpoint at 1000, the run ends at 2000 (and checkpoints there).
+SMOKE = [
+    "--config",
+    "smoke",
+    "--total-steps",
+    "2000",
+    "--no-progress",
+    "env.max_episode_steps=50",
+    "train.warmup_steps=500",
+    "train.eval_every=1000",
+    "train.eval_episodes=1",
+    "train.final_eval_episodes=1",
+    "train.log_every=100",
+    "checkpoint.every=1000",
+]
+
+
+def wait_for(condition, process, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended (rc {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def logged_after(run, step: int) -> bool:
+    metrics = run / "metrics.jsonl"
+    return metrics.exists() and any(r["step"] > step for r in read_metrics(run))
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k != "train/steps_per_s"} for r in records]
+
+
+def assert_same_checkpoint(a, b):
+    raw_a, raw_b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert raw_a["tensors"].keys() == raw_b["tensors"].keys()
+    for name, tensor in raw_a["tensors"].items():
+        other = raw_b["tensors"][name]
+        assert tensor.dtype == other.dtype and torch.equal(tensor, other), name
+    state_a, state_b = json.loads(raw_a["state"]), json.loads(raw_b["state"])
+    # when it was written, and the byte length of metrics.jsonl (its steps_per_s are timings)
+    for key in ("created", "logger"):
+        state_a.pop(key, None), state_b.pop(key, None)
+    assert state_a == state_b
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_equals_the_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = start_module(TRAIN, *SMOKE, "--out", str(straight), log=tmp_path / "a.log")
+    victim = start_module(TRAIN, *SMOKE, "--out", str(killed), log=tmp_path / "b.log")
+    first = step_file(killed, 1000)
+    wait_for(lambda: first.exists() and logged_after(killed, 1000), victim, "the first checkpoint")
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    cut = read_metrics(killed)
+    checkpointed = train_checkpoints(killed)[-1]
+    assert cut[-1]["step"] > load_checkpoint(checkpointed).step, "lines to drop on resume"
+
+    resumed = run_module(TRAIN, "--resume", str(killed), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert reference.wait(timeout=600) == 0, (tmp_path / "a.log").read_text()
+
+    # Same parameters, optimizer moments, replay, RNG and env states, bit for bit.
+    assert_same_checkpoint(step_file(straight, 2000), step_file(killed, 2000))
+    assert_same_checkpoint(straight / "checkpoints" / BEST_FILE, killed / "checkpoints" / BEST_FILE)
+    # The same metrics.jsonl: evaluation values exactly, no line of the killed run repeated.
+    a, b = read_metrics(straight), read_metrics(killed)
+    assert [r for r in a if "eval/success" in r] == [r for r in b if "eval/success" in r]
+    assert without_timing(a) == without_timing(b)
+    assert [r["step"] for r in b if "eval/success" in r] == [1000, 2000]
+    meta = json.loads((killed / "meta.json").read_text())
+    assert meta["resumed"][0]["from_step"] == load_checkpoint(checkpointed).step
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A complete tiny run: checkpoints at 100, 200 and the final 300; the last two kept."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    result = run_module(
+        TRAIN, *tiny_mt1(300, run, "checkpoint.every=100", "checkpoint.keep_last=2")
+    )
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.fixture
+def resumable(finished_run, tmp_path):
+    """The tiny run as if it had been killed after its checkpoint at step 200."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    step_file(run, 300).unlink()
+    return run
+
+
+def test_finished_run_keeps_the_last_checkpoints_and_the_best_agent(finished_run):
+    steps = [load_checkpoint(p).step for p in train_checkpoints(finished_run)]
+    assert steps == [200, 300], "keep_last=2 deleted the checkpoint at 100"
+    assert load_checkpoint(step_file(finished_run, 300)).state["finished"]
+    best = load_checkpoint(finished_run / "checkpoints" / BEST_FILE)
+    evals = [r for r in read_metrics(finished_run) if "eval/success" in r]
+    top = max(r["eval/success"] for r in evals)
+    assert best.kind == "agent"
+    assert best.step == next(r["step"] for r in evals if r["eval/success"] == top)
+
+
+def test_resume_continues_to_the_end(resumable):
+    result = run_module(TRAIN, "--resume", str(resumable), "--no-progress", "train.threads=1")
+    assert result.returncode == 0, result.stderr
+    assert "reach-v3" in result.stdout
+    records = read_metrics(resumable)
+    steps = [r["step"] for r in records if "train/updates" in r]
+    assert steps == sorted(set(steps)), "no training line twice"
+    assert records[-1]["step"] == 300 and records[-1]["final"] is True
+    # tensorboard hides what the interrupted process logged after step 200 (purge_step)
+    events = EventAccumulator(str(resumable))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("train/critic_loss")]
+    expected = [(r["step"], r["train/critic_loss"]) for r in records if "train/critic_loss" in r]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_checkpoints_and_exits_3(tmp_path, signum):
+    run = tmp_path / "run"
+    process = start_module(TRAIN, *tiny_mt1(600, run, "checkpoint.every=0"), log=tmp_path / "log")
+    wait_for(lambda: logged_after(run, 100), process, "training to start")
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == PREEMPTED
+    log = (tmp_path / "log").read_text()
+    assert f"stopped by {signum.name}" in log and "--resume" in log
+    assert "Traceback" not in log
+    (latest,) = train_checkpoints(run)
+    checkpoint = load_checkpoint(latest)
+    assert not checkpoint.state["finished"] and checkpoint.step > 100
+    assert all(r["step"] <= checkpoint.step for r in read_metrics(run))
+
+    if signum == signal.SIGTERM:  # a mid-episode checkpoint resumes too (new episodes)
+        result = run_module(TRAIN, "--resume", str(run), "--no-progress")
+        assert result.returncode == 0, result.stderr
+        assert read_metrics(run)[-1]["step"] == 600
+
+
+def corrupt_truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def corrupt_flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def corrupt_foreign(path):
+    torch.save({"model": torch.zeros(3)}, path)
+
+
+def corrupt_newer(path):
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "version": 99}, path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (corrupt_truncate, "truncated, corrupted or not a PyTorch file"),
+        (corrupt_flip, "corrupted"),
+        (corrupt_foreign, "not an mtrl checkpoint"),
+        (corrupt_newer, "newer mtrl"),
+    ],
+    ids=["truncated", "flipped-bytes", "foreign", "newer-format"],
+)
+def test_damaged_latest_checkpoint_is_refused_and_nothing_changes(
+    resumable, capsys, damage, message
+):
+    damage(step_file(resumable, 200))
+    assert_refused(resumable, ["--resume", str(resumable)], message, capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["train.seed=7"], "train.seed=7 (the run has 0) would change the experiment"),
+        (["--total-steps", "600"], "train.total_steps=600"),
+        (["--config", "smoke"], "--config cannot be given"),
+        (["--out", "elsewhere"], "--out cannot be given"),
+        (["train.nonsense=1"], "unknown config key"),
+    ],
+)
+def test_overrides_that_change_the_experiment_are_refused(resumable, capsys, extra, message):
+    assert_refused(resumable, ["--resume", str(resumable), *extra], message, capsys)
+
+
+def test_finished_run_is_not_resumed(finished_run, capsys):
+    assert_refused(finished_run, ["--resume", str(finished_run)], "already complete", capsys)
+
+
+def test_folders_that_are_not_resumable_runs_are_refused(resumable, tmp_path, capsys):
+    assert_refused(tmp_path, ["--resume", str(tmp_path / "nope")], "does not exist", capsys)
+    (tmp_path / "empty").mkdir()
+    assert_refused(tmp_path, ["--resume", str(tmp_path / "empty")], "not an mtrl run", capsys)
+    shutil.rmtree(resumable / "checkpoints")
+    assert_refused(resumable, ["--resume", str(resumable)], "no checkpoint to resume", capsys)
+
+
+def assert_refused(folder, argv, message, capsys):
+    before = snapshot(folder)
+    assert train_main(argv) == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("mtrl-train: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert snapshot(folder) == before, "a refused resume must not modify the run folder"

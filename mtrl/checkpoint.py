@@ -615,24 +615,16 @@ def _description(trainer: Trainer) -> dict[str, Any]:
 
 
 def _train_state(trainer: Trainer, finished: bool) -> dict[str, Any]:
-    episodes = trainer.episodes
     return {
         **_description(trainer),
         "step": trainer.step,
         "finished": finished,
         "episode_boundary": trainer.at_boundary,
         "trainer": {
-            "updates": trainer.updates,
             "last_success": trainer.last_success,
             "obs": trainer.obs,
-            "episodes": {
-                "running_return": episodes.running_return,
-                "running_success": episodes.running_success,
-                "returns": list(episodes.returns),
-                "successes": list(episodes.successes),
-            },
-            "sums": dict(trainer._sums),
-            "sum_count": trainer._sum_count,
+            "episodes": trainer.episodes.state_dict(),
+            "interval": trainer.interval.state_dict(),
         },
         "agent": _agent_state(trainer.agent),
         "replay": _replay_state(trainer.replay),
@@ -656,32 +648,25 @@ def restore_trainer(trainer: Trainer, checkpoint: Checkpoint) -> None:
     _load_replay_state(trainer.replay, state["replay"])
     saved = state["trainer"]
     trainer.step = state["step"]
-    trainer.updates = saved["updates"]
     trainer.last_success = saved["last_success"]
-    trainer._sums = {k: v.to(trainer.device) for k, v in saved["sums"].items()}
-    trainer._sum_count = saved["sum_count"]
-    episodes = trainer.episodes
-    episodes.returns[:] = saved["episodes"]["returns"]
-    episodes.successes[:] = saved["episodes"]["successes"]
+    trainer.interval.load_state_dict(saved["interval"], trainer.device)
+    trainer.episodes.load_state_dict(saved["episodes"])
 
     obs = _restore_envs(trainer.envs, state["envs"]["train"])
     _restore_envs(trainer.eval_envs, state["envs"]["eval"])
-    if state["episode_boundary"]:
-        if not np.array_equal(obs, saved["obs"]):
-            warnings.warn(
-                "the environments could not be put back exactly into their checkpointed state; "
-                "the resumed run continues from fresh episodes",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        episodes.running_return[:] = saved["episodes"]["running_return"]
-        episodes.running_success[:] = saved["episodes"]["running_success"]
-    else:
+    if not state["episode_boundary"]:
         # Checkpointed mid-episode (preemption): the physics cannot be restored, so the
         # unfinished episodes are dropped and new ones start from the saved RNG states.
         obs, _ = trainer.envs.reset()
-        episodes.running_return[:] = 0.0
-        episodes.running_success[:] = False
+        trainer.episodes.running_return[:] = 0.0
+        trainer.episodes.running_success[:] = False
+    elif not np.array_equal(obs, saved["obs"]):
+        warnings.warn(
+            "the environments could not be put back exactly into their checkpointed state; "
+            "the resumed run continues from fresh episodes",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     trainer.obs = obs
     trainer.at_boundary = True
     _load_rng_state(trainer, state["rng"])

@@ -27,7 +27,7 @@ PREEMPTED = 3
 """Exit status after SIGTERM/SIGUSR1: a checkpoint was written; requeue with ``--resume``."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports errors in one line (no usage dump) with exit status 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -76,8 +76,8 @@ def _surgery_lines() -> list[str]:
     return lines
 
 
-def _train_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def train_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
         prog="mtrl-train",
         description="Train multi-task SAC on Meta-World. Flags override --config; KEY=VALUE "
         "overrides win over both.",
@@ -170,7 +170,7 @@ def check_surgery(config: Config) -> None:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _train_parser().parse_intermixed_args(argv)
+    args = train_parser().parse_intermixed_args(argv)
     if args.resume is not None:
         return _resume_main(args, argv)
     try:

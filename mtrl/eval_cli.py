@@ -38,9 +38,9 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mtrl.cli import USAGE_ERROR, _Parser
+    from mtrl.cli import USAGE_ERROR, OneLineParser
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog="mtrl-eval",
         description="Evaluate a saved agent: deterministic actions, N episodes per task; prints "
         "the success rate and mean return of every task and their means.",

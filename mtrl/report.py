@@ -560,9 +560,9 @@ def _markdown(
 
 # --------------------------------------------------------------------------- command line
 def _parser() -> argparse.ArgumentParser:
-    from mtrl.cli import _Parser
+    from mtrl.cli import OneLineParser
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Tables (Markdown, CSV) and plots (learning curves, per-task heatmap) of the "
         "runs in RUN_OR_SWEEP_DIR... Runs of different benchmark protocols are never pooled.",

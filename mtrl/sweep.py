@@ -6,8 +6,8 @@ combination, ``manifest.json`` (what was planned and submitted, with job ids) an
 
 A job (:class:`RunJob`) calls :func:`mtrl.cli.train_main` in the job's process. When a job is
 preempted or about to time out, submitit requeues it; the next attempt resumes the run with
-``mtrl-train --resume RUN_DIR`` when this mtrl has that flag, and otherwise restarts the run from
-scratch after moving the unfinished attempt to ``<sweep>/.incomplete/``.
+``mtrl-train --resume RUN_DIR`` from its last checkpoint, or, when it has none yet, restarts the
+run from scratch after moving the unfinished attempt to ``<sweep>/.incomplete/``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import product
@@ -33,7 +33,14 @@ from typing import Any
 import yaml
 
 import mtrl
-from mtrl.cli import USAGE_ERROR, _Parser, _train_parser, resolve_train_config, surgery_choices
+from mtrl.cli import (
+    PREEMPTED,
+    USAGE_ERROR,
+    OneLineParser,
+    resolve_train_config,
+    surgery_choices,
+    train_parser,
+)
 from mtrl.config import Config, ConfigError, check_task_multiples, from_yaml_file
 from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
@@ -45,7 +52,6 @@ MANIFEST = "manifest.json"
 JOBS_DIR = "submitit"  # submitit's pickles and the jobs' stdout/stderr logs
 INCOMPLETE_DIR = ".incomplete"  # unfinished attempts moved aside before a restart from scratch
 # mtrl-train's exit status after it wrote a checkpoint on SIGTERM/SIGUSR1 (preemption support).
-PREEMPTED = 3
 # Keys the sweep grid sets; a KEY=VALUE override of one of them would silently flatten the grid.
 GRID_KEYS = ("env.benchmark", "surgery.name", "surgery.options", "train.seed")
 # SLURM job states in which a run's job is still queued or running (sacct's State column).
@@ -281,7 +287,7 @@ def build_plan(
 def _resolve(argv: list[str], num_tasks: int) -> Config:
     """The config mtrl-train will run with; the same checks as mtrl-train, before submitting."""
     try:
-        args = _train_parser().parse_intermixed_args(argv)
+        args = train_parser().parse_intermixed_args(argv)
     except SystemExit:
         raise SweepError(f"mtrl-train rejects the arguments: {shlex.join(argv)}") from None
     config = resolve_train_config(args)
@@ -303,12 +309,6 @@ def is_finished(run_dir: Path) -> bool:
 
 def _has_content(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
-
-
-def resume_supported() -> bool:
-    """Whether this mtrl-train has ``--resume DIR`` (the checkpoint work adds it)."""
-    _, unknown = _train_parser().parse_known_args(["--resume", "RUN_DIR"])
-    return not unknown
 
 
 def move_aside(run_dir: Path) -> Path:
@@ -351,16 +351,15 @@ class RunJob:
             print(f"{run_dir} is already finished", flush=True)
             return 0
         if _has_content(run_dir):
-            if resume_supported():
-                print(f"resuming {run_dir}", flush=True)
-                status = self._train(["--resume", str(run_dir)], forward_preemption=True)
-                if status != USAGE_ERROR:
-                    return self._finish(status)
-                print("could not resume (see above); restarting from scratch", flush=True)
+            print(f"resuming {run_dir}", flush=True)
+            status = self._train(["--resume", str(run_dir)])
+            if status != USAGE_ERROR:
+                return self._finish(status)
+            # e.g. preempted before its first checkpoint: nothing to resume from
             aside = move_aside(run_dir)
-            print(f"restarting {run_dir} from scratch; unfinished attempt moved to {aside}",
-                  flush=True)  # fmt: skip
-        return self._finish(self._train(self.argv, forward_preemption=resume_supported()))
+            print(f"could not resume (see above); restarting {run_dir} from scratch, "
+                  f"unfinished attempt moved to {aside}", flush=True)  # fmt: skip
+        return self._finish(self._train(self.argv))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook on preemption/timeout: requeue this same job."""
@@ -368,10 +367,10 @@ class RunJob:
 
         return DelayedSubmission(RunJob(self.run_dir, self.argv))
 
-    def _train(self, argv: list[str], forward_preemption: bool) -> int:
+    def _train(self, argv: list[str]) -> int:
         from mtrl.cli import train_main
 
-        with _forward_to_trainer() if forward_preemption else nullcontext():
+        with _forward_to_trainer():
             return train_main(argv)
 
     def _finish(self, status: int) -> int:
@@ -813,7 +812,7 @@ def _now() -> str:
 
 # --------------------------------------------------------------------------- command line
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Run benchmarks x surgery methods x seeds (x --vary values) as submitit jobs "
         "(SLURM or this machine), one run folder each under --out, with a manifest. Everything "
@@ -905,10 +904,9 @@ def _collect_overrides(args: argparse.Namespace) -> None:
 
 
 def print_plan(plan: list[PlannedRun], opts: ExecutorOptions, sweep_dir: Path) -> None:
-    resume = resume_supported()
     meaning = {
         "new": "submit",
-        "unfinished": "submit: " + ("resume" if resume else "restart from scratch"),
+        "unfinished": "submit: resume",
         "finished": "skip: finished",
         "active": "skip: queued or running",
     }

@@ -54,6 +54,20 @@ class EpisodeStats:
         self.running_return[done] = 0.0
         self.running_success[done] = False
 
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "running_return": self.running_return.copy(),
+            "running_success": self.running_success.copy(),
+            "returns": list(self.returns),
+            "successes": list(self.successes),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.running_return = np.array(state["running_return"], dtype=float)
+        self.running_success = np.array(state["running_success"], dtype=bool)
+        self.returns = list(state["returns"])
+        self.successes = list(state["successes"])
+
     def pop(self) -> dict[str, float]:
         if not self.returns:
             return {}
@@ -64,6 +78,36 @@ class EpisodeStats:
         self.returns.clear()
         self.successes.clear()
         return out
+
+
+class IntervalMetrics:
+    """Update metrics summed on the device between log lines: no host sync per update.
+
+    Keys may come and go (surgery diagnostics arrive every N updates), so each has its count.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            value = value.detach()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop_means(self) -> dict[str, torch.Tensor]:
+        """Interval means on the host; the accumulator starts over."""
+        means = {key: (total / self.counts[key]).cpu() for key, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def state_dict(self) -> dict[str, object]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.sums = {key: value.to(device) for key, value in state["sums"].items()}
+        self.counts = dict(state["counts"])
 
 
 def _step_success(info: dict, done: np.ndarray) -> np.ndarray:
@@ -128,10 +172,8 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run_dir, config.checkpoint)
         self.episodes = EpisodeStats(self.num_tasks)
         self.step = 0
-        self.updates = 0
         self.last_success: float | None = None
-        self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, int] = {}
+        self.interval = IntervalMetrics()
         self.obs, _ = self.envs.reset()
         self.at_boundary = True
         """All envs start a new episode at the next step (checkpoints are exact only here)."""
@@ -161,8 +203,7 @@ class Trainer:
                 self.collect()
                 if self.step >= train.warmup_steps:
                     for _ in range(train.updates_per_step):
-                        self._accumulate(self.agent.update(self.replay.sample(self.batch_size)))
-                        self.updates += 1
+                        self.interval.add(self.agent.update(self.replay.sample(self.batch_size)))
                 bar.update(self.num_tasks)
                 if _due(self.step, train.log_every):
                     self._log_train(clock.rate(self.step))
@@ -221,20 +262,14 @@ class Trainer:
         return result
 
     # --------------------------------------------------------------------------- logging
-    def _accumulate(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Sum the update metrics on the device; they reach the host only at log time."""
-        for key, value in metrics.items():
-            value = value.detach()
-            self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
-            self._counts[key] = self._counts.get(key, 0) + 1
-
     def _log_train(self, steps_per_second: float) -> None:
-        metrics = {"train/steps_per_s": steps_per_second, "train/updates": float(self.updates)}
+        metrics = {
+            "train/steps_per_s": steps_per_second,
+            "train/updates": float(self.agent.updates),
+        }
         metrics.update(self.episodes.pop())
-        for key, total in self._sums.items():
-            metrics.update(self._interval_mean(key, (total / self._counts[key]).cpu()))
-        self._sums.clear()
-        self._counts.clear()
+        for key, value in self.interval.pop_means().items():
+            metrics.update(self._interval_mean(key, value))
         self.logger.log(self.step, metrics)
 
     def _interval_mean(self, key: str, value: torch.Tensor) -> dict[str, float]:

@@ -242,12 +242,11 @@ def test_job_requeues_on_the_trainers_preemption_status(tmp_path, monkeypatch):
     assert isinstance(again, RunJob) and again.argv == job.argv
 
 
-def test_job_resumes_when_the_trainer_can(tmp_path, monkeypatch):
+def test_job_resumes_an_unfinished_run(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("partial attempt\n")
     calls = []
-    monkeypatch.setattr(sweep, "resume_supported", lambda: True)
     monkeypatch.setattr(mtrl.cli, "train_main", lambda argv: calls.append(argv) or 0)
     assert RunJob(str(run), ["--out", str(run)])() == 0
     assert calls == [["--resume", str(run)]]
@@ -264,7 +263,6 @@ def test_job_resumes_when_the_trainer_can(tmp_path, monkeypatch):
 
 def test_preemption_signal_goes_to_the_trainer_when_it_has_a_handler(tmp_path, monkeypatch):
     """While training, submitit's USR2 reaches the trainer's SIGTERM handler (a clean stop)."""
-    monkeypatch.setattr(sweep, "resume_supported", lambda: True)
     seen = []
 
     def trainer(argv):
@@ -307,8 +305,9 @@ def _task_pid(controller_pid: int) -> int | None:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
 def test_local_executor_two_real_runs_one_preempted(tmp_path, monkeypatch, capsys):
-    """Two tiny runs through submitit's local executor; one is preempted (USR2) mid-run,
-    requeued and restarted; both finish; a second sweep skips them; mtrl-report reads them."""
+    """Two tiny runs through submitit's local executor; one is preempted (USR2) mid-run: it
+    checkpoints, is requeued and resumes; both finish; a second sweep skips them; mtrl-report
+    reads them."""
     # The jobs must import this checkout's mtrl, also where the venv's mtrl is another one.
     root = str(Path(mtrl.cli.__file__).resolve().parent.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
@@ -338,16 +337,16 @@ def test_local_executor_two_real_runs_one_preempted(tmp_path, monkeypatch, capsy
     assert result["rc"] == 0, text
     assert sweep.is_finished(out / "mt1-reach-v3-none-s0")
     assert sweep.is_finished(victim)
-    (attempt,) = (out / ".incomplete").iterdir()
-    assert attempt.name.startswith(victim.name) and not sweep.is_finished(attempt)
+    assert not (out / ".incomplete").exists(), "resumed, not restarted"
+    assert "resumed" in json.loads((victim / "meta.json").read_text())
     log = "".join(p.read_text() for p in (out / "submitit").rglob("*_log.*"))
-    assert "Requeued" in log and "restarting" in log
+    assert "Requeued" in log and f"resuming {victim}" in log
 
     assert sweep_main([*args, "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert text.count("skip: finished") == 2 and "0 to submit" in text
 
-    # The report takes the sweep folder; the moved-aside attempt is not a third seed.
+    # The report takes the sweep folder: two seeds of one method.
     assert report_main([str(out), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
     rows = (tmp_path / "report" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and ",2,0 1," in rows[1]

@@ -9,19 +9,30 @@ shape (``[K, n, obs]`` batches and the per-task slices of a vmap alike).
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
-def mlp(in_dim: int, hidden_dims: list[int]) -> nn.Sequential:
-    """Hidden layers only (Linear + ReLU); the output layer is added by the caller."""
-    layers: list[nn.Module] = []
-    for width in hidden_dims:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
-        in_dim = width
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """Hidden layers only, each Linear then ReLU; the output layer is added by the caller.
+
+    The layers are applied with ``F.linear`` in one loop rather than as a ``Sequential`` of
+    modules: acting runs once per env step on a tiny batch, where module-call overhead measured
+    as large as the arithmetic (about 120 of 260 microseconds for the 3 x 400 actor on a CPU).
+    """
+
+    def __init__(self, in_dim: int, hidden_dims: list[int]):
+        super().__init__()
+        widths = [in_dim, *hidden_dims]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = F.relu(F.linear(x, layer.weight, layer.bias))
+        return x
 
 
 class PerTaskModule(nn.Module):
@@ -77,7 +88,7 @@ class Actor(nn.Module):
         log_std_bounds: tuple[float, float] = (-20.0, 2.0),
     ):
         super().__init__()
-        self.trunk = mlp(obs_dim, hidden_dims)
+        self.trunk = MLP(obs_dim, hidden_dims)
         self.head = _Head(hidden_dims[-1], 2 * action_dim, num_tasks, multi_head)
         self.log_std_min, self.log_std_max = log_std_bounds
 
@@ -119,7 +130,7 @@ class QNetwork(nn.Module):
         multi_head: bool,
     ):
         super().__init__()
-        self.trunk = mlp(obs_dim + action_dim, hidden_dims)
+        self.trunk = MLP(obs_dim + action_dim, hidden_dims)
         self.head = _Head(hidden_dims[-1], 1, num_tasks, multi_head)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -1,43 +1,71 @@
 """MT10 collector vs a bare env loop, side by side, and the time of one MT-SAC update.
 
-The collector is the trainer's own (policy forward, final-observation handling, replay insert,
-episode statistics); the bare loop steps the same 10 envs with random actions and does nothing
-else. Blocks of the two alternate so that drift on a shared machine hits both alike.
+The collector is the trainer's own (policy forward pass, final-observation handling, replay
+insert, episode statistics). The bare loop steps a twin of its 10 envs (built with the same
+seed) and does nothing else, replaying the very actions the collector took, so both follow the
+same trajectories: MuJoCo's cost depends on the actions (this policy's actions simulate ~30%
+slower than uniform ones here), and only equal trajectories make the ratio the collector's own
+overhead. Two phases:
 
-    python scripts/bench_throughput.py            # MT10 defaults (3 x 400, batch 1280)
-    python scripts/bench_throughput.py --quick    # fewer repetitions
+- policy: the collector acting with the MT-SAC policy (MT10 default networks);
+- random: the collector's warm-up path (uniform random actions).
+
+Collector and bare loop alternate step by step, so drift on a shared machine hits both alike.
+
+    python scripts/bench_throughput.py            # 3000 vector steps per phase
+    python scripts/bench_throughput.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from mtrl.config import load_config
+from mtrl.envs import make_envs
 from mtrl.train import Trainer
 
 
-def time_collector(trainer: Trainer, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.collect()
-    return steps * trainer.num_tasks / (time.perf_counter() - start)
+def compare(trainer: Trainer, twin: gym.vector.VectorEnv, steps: int) -> dict[str, float]:
+    """Alternate one collector step and one bare step on the twin with the same actions.
 
-
-def time_bare_loop(trainer: Trainer, steps: int, rng: np.random.Generator) -> float:
+    Step-by-step alternation makes machine drift hit both sides alike; the twin's trajectory
+    equals the collector's, so both pay the same physics.
+    """
     envs = trainer.envs
-    shape = (envs.num_envs, trainer.action_dim)
-    start = time.perf_counter()
-    for _ in range(steps):
-        envs.step(rng.uniform(-1.0, 1.0, shape))
-    return steps * envs.num_envs / (time.perf_counter() - start)
+    step = envs.step
+    taken: list[np.ndarray] = []
+
+    def recording_step(action: np.ndarray):
+        taken.append(np.array(action, copy=True))
+        return step(action)
+
+    envs.step = recording_step  # type: ignore[method-assign]
+    collector_s = bare_s = 0.0
+    try:
+        for _ in range(steps):
+            start = time.perf_counter()
+            trainer.collect()
+            middle = time.perf_counter()
+            twin_obs, *_ = twin.step(taken.pop())
+            collector_s += middle - start
+            bare_s += time.perf_counter() - middle
+    finally:
+        del envs.step  # back to the class's method
+    assert np.array_equal(twin_obs, trainer.obs), "the twin envs left the trajectory"
+    env_steps = steps * trainer.num_tasks
+    return {
+        "collector": env_steps / collector_s,
+        "bare": env_steps / bare_s,
+        "ratio": bare_s / collector_s,
+    }
 
 
 def time_update(trainer: Trainer, repeats: int, threads: int) -> float:
@@ -56,41 +84,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--config", default="mt10")
     args = parser.parse_args()
-    blocks, block_steps, repeats = (4, 100, 5) if args.quick else (8, 250, 20)
+    steps, repeats = (500, 5) if args.quick else (3000, 20)
+    torch.set_num_threads(1)
 
     config = load_config(args.config, ["train.warmup_steps=0", "train.device=cpu"])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, Path(tmp), progress=False)
-        rng = np.random.default_rng(0)
-        trainer.collect()  # warm-up: first policy call, first replay write
-        collector, bare = [], []
-        for _ in range(blocks):
-            bare.append(time_bare_loop(trainer, block_steps, rng))
-            collector.append(time_collector(trainer, block_steps))
+        twin = make_envs(trainer.benchmark, config.env, config.train.seed)
+        twin.reset()  # the trainer's envs were reset once, by the same seed: same state now
+        phases = {"policy": compare(trainer, twin, steps)}
+        trainer.config.train.warmup_steps = trainer.step + 10**9  # the uniform-action path
+        phases["random"] = compare(trainer, twin, steps)
         update_ms = {t: time_update(trainer, repeats, t) for t in (1, 2)}
+        twin.close()
         trainer.close()
 
-    ratio = statistics.median(c / b for c, b in zip(collector, bare, strict=True))
-    hidden = config.agent.hidden_dims
-    batch = config.agent.batch_per_task * trainer.num_tasks
-    print(f"MT10 env steps/s, {blocks} alternating blocks of {block_steps} vector steps:")
-    print(f"  bare loop (random actions)   {statistics.median(bare):8.0f}")
-    print(f"  mtrl collector (policy)      {statistics.median(collector):8.0f}")
-    print(f"  collector / bare (median)    {ratio:8.3f}")
+    hidden, batch = config.agent.hidden_dims, config.agent.batch_per_task * trainer.num_tasks
+    print(f"MT10 env steps/s over {steps} vector steps, collector and bare loop alternating:")
+    for name, phase in phases.items():
+        print(
+            f"  {name:<7} collector {phase['collector']:7.0f}   bare loop, same actions "
+            f"{phase['bare']:7.0f}   collector / bare {phase['ratio']:.3f}"
+        )
     print(f"MT-SAC update, {hidden} networks, batch {batch}, mean of {repeats}:")
     for threads, ms in update_ms.items():
-        print(f"  torch threads = {threads}           {ms:8.1f} ms")
-    print(
-        json.dumps(
-            {
-                "collector_steps_per_s": round(statistics.median(collector)),
-                "bare_steps_per_s": round(statistics.median(bare)),
-                "collector_over_bare": round(ratio, 3),
-                "update_ms_1_thread": round(update_ms[1], 1),
-                "update_ms_2_threads": round(update_ms[2], 1),
-            }
-        )
-    )
+        print(f"  torch threads = {threads}: {ms:8.1f} ms")
+    summary = {f"{name}_{k}": round(v, 3) for name, p in phases.items() for k, v in p.items()}
+    summary.update({f"update_ms_{t}_threads": round(ms, 1) for t, ms in update_ms.items()})
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

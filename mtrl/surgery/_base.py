@@ -158,10 +158,20 @@ class Surgery:
         return orders.to(device, non_blocking=True)
 
 
+GRAM_CHUNK = 32768
+"""Columns per block of the CPU Gram product: a [K, 32768] float32 block stays in cache, which
+measured up to 2x faster than one ``g @ g.T`` for K = 10 (and no slower for K = 50)."""
+
+
 def gram(grads: Tensor) -> Tensor:
     """G = grads grads^T in the input precision (half types upcast to float32), as float64."""
     g = grads if grads.dtype in (torch.float32, torch.float64) else grads.float()
-    G = g @ g.T
+    if g.device.type == "cpu" and g.shape[1] > GRAM_CHUNK:
+        G = g.new_zeros(g.shape[0], g.shape[0])
+        for block in g.split(GRAM_CHUNK, dim=1):
+            G.addmm_(block, block.T)
+    else:
+        G = g @ g.T
     return G.to(torch.float64)
 
 

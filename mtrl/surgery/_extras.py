@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._base import SEED, Surgery
+from ._base import SEED, Surgery, gram
 
 TORCHJD_PREFIX = "torchjd:"
 
@@ -101,8 +101,16 @@ def per_task_grads(
     grads, losses = torch.func.vmap(grad_fn, in_dims=(None, 0), randomness=randomness)(
         detached, batch
     )
+    # One strided copy per parameter straight into [K, P]: vmap returns some weight gradients
+    # as transposed views, and reshape-then-cat would copy them twice.
     K = losses.shape[0]
-    flat = torch.cat([grads[k].reshape(K, -1) for k in names], dim=1)
+    flat = grads[names[0]].new_empty(K, sum(params[k].numel() for k in names))
+    offset = 0
+    with torch.no_grad():
+        for name in names:
+            size = params[name].numel()
+            flat.narrow(1, offset, size).view(K, *params[name].shape).copy_(grads[name])
+            offset += size
     return flat, losses.detach()
 
 
@@ -136,7 +144,7 @@ def gram_diagnostics(grads: Tensor, update: Tensor | None = None) -> dict[str, T
     g = grads.detach()
     g = g if g.dtype in (torch.float32, torch.float64) else g.float()
     K = g.shape[0]
-    G = g @ g.T
+    G = gram(g).to(g.dtype)
     sq = G.diagonal().clamp(min=0)
     norms = sq.sqrt()
     out: dict[str, Tensor] = {"norms": norms}

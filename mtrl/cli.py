@@ -181,7 +181,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(config.train.device)
         run_dir = create_run_dir(args.out or default_run_dir(config))
     except (ConfigError, ValueError) as exc:
-        return _fail("mtrl-train", exc)
+        return fail("mtrl-train", exc)
 
     write_provenance(run_dir, config, device, argv)
     trainer = Trainer(config, run_dir, progress=not args.no_progress)
@@ -205,7 +205,7 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
         device = resolve_device(config.train.device)
         trainer = Trainer(config, args.resume, progress=not args.no_progress, resume=checkpoint)
     except (ConfigError, CheckpointError, ValueError) as exc:
-        return _fail("mtrl-train", exc)
+        return fail("mtrl-train", exc)
     record_resume(args.resume, checkpoint.step, device, argv)
     return _train(trainer, args.resume)
 
@@ -218,6 +218,10 @@ def _train(trainer: Trainer, run_dir: Path) -> int:
     except Preempted as stop:
         print(f"\nmtrl-train: {stop}", file=sys.stderr)
         return PREEMPTED
+    except KeyboardInterrupt:
+        print(f"\nmtrl-train: interrupted at step {trainer.step}; 'mtrl-train --resume {run_dir}'"
+              " continues from its last checkpoint", file=sys.stderr)  # fmt: skip
+        return 130
     print(f"\nrun folder: {run_dir}")
     print(format_success_table(result.success, result.mean_return, result.episodes))
     return 0
@@ -236,7 +240,7 @@ def format_success_table(
     return "\n".join(lines)
 
 
-def _fail(prog: str, exc: Exception) -> int:
+def fail(prog: str, exc: Exception) -> int:
     print(f"{prog}: error: {exc}", file=sys.stderr)
     return USAGE_ERROR
 

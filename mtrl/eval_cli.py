@@ -94,7 +94,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         _prefer_headless_gl()  # before mujoco is first imported
 
     from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-    from mtrl.cli import _fail
+    from mtrl.cli import fail
     from mtrl.config import ConfigError
     from mtrl.envs import parse_benchmark
     from mtrl.train import resolve_device
@@ -120,7 +120,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         _check_output(args.video, "--video", is_dir=True)
         device = resolve_device(args.device)
     except (ConfigError, CheckpointError, ValueError) as exc:
-        return _fail("mtrl-eval", exc)
+        return fail("mtrl-eval", exc)
 
     import torch
 
@@ -134,7 +134,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         layout = (envs.single_observation_space.shape[0], envs.single_action_space.shape[0])
         trained = (checkpoint.state["obs_dim"], checkpoint.state["action_dim"])
         if layout != trained:
-            return _fail(
+            return fail(
                 "mtrl-eval",
                 ValueError(
                     f"--benchmark {benchmark.name} has observations/actions of {layout[0]}/"

@@ -216,9 +216,7 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
         config = _apply_preset(config, preset, seen=())
     if overrides:
         config = _merge(config, parse_overrides(overrides), "override")
-    result: Config = OmegaConf.to_object(config)  # type: ignore[assignment]
-    validate(result)
-    return result
+    return _validated(config)
 
 
 def to_yaml(config: Config) -> str:
@@ -231,15 +229,13 @@ def config_from_yaml(text: str, origin: str) -> Config:
         layer = OmegaConf.create(text)
     except (OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(f"cannot read the config of {origin}: {exc}") from None
-    config = _merge(OmegaConf.structured(Config), layer, origin)
+    return _validated(_merge(OmegaConf.structured(Config), layer, origin))
+
+
+def _validated(config: DictConfig) -> Config:
     result: Config = OmegaConf.to_object(config)  # type: ignore[assignment]
     validate(result)
     return result
-
-
-def from_yaml_file(path: Path) -> Config:
-    """Load a resolved config written by :func:`to_yaml` (e.g. a run folder's config.yaml)."""
-    return load_config(str(path))
 
 
 def _require(condition: bool, message: str) -> None:

@@ -41,7 +41,7 @@ from mtrl.cli import (
     surgery_choices,
     train_parser,
 )
-from mtrl.config import Config, ConfigError, check_task_multiples, from_yaml_file
+from mtrl.config import Config, ConfigError, check_task_multiples, load_config
 from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
 from mtrl.report import flatten
@@ -705,7 +705,7 @@ def classify(plan: list[PlannedRun], manifest: dict[str, Any]) -> None:
         config_file = run.run_dir / CONFIG_FILE
         if config_file.is_file():
             try:
-                diff = _config_diff(from_yaml_file(config_file), run.config)
+                diff = _config_diff(load_config(str(config_file)), run.config)
             except ConfigError as exc:
                 errors.append(f"{run.run_dir}: cannot read its config.yaml: {exc}")
                 continue

@@ -4,7 +4,8 @@ A run is a folder with ``metrics.jsonl``, ``config.yaml`` and ``meta.json`` (wha
 writes). Runs are grouped by benchmark protocol (``meta.json`` ``protocol``: benchmark, goal mode,
 horizon, reward version) and never pooled across protocols; within a protocol, by method
 (``surgery.name`` and its options). Runs of one method whose configs differ in anything but the
-seed (and settings that do not change results: device, threads, vector strategy) become separate
+seed (and settings that do not change results: device, threads, vector strategy, log cadence,
+checkpointing) become separate
 rows, so that a table row always means "the same experiment, several seeds".
 
 Only finished runs (a final evaluation line) enter tables and plots; the others are listed with
@@ -35,7 +36,14 @@ from mtrl.rundir import CONFIG_FILE, META_FILE, protocol
 # What makes success rates comparable, as mtrl.rundir records it in meta.json.
 PROTOCOL_KEYS = tuple(protocol(Config()))
 # Config values that may differ between the seeds of one table row: they do not change results.
-POOLABLE_KEYS = {"train.seed", "train.device", "train.threads", "env.vector_strategy"}
+POOLABLE_KEYS = {
+    "train.seed",
+    "train.device",
+    "train.threads",
+    "train.log_every",
+    "env.vector_strategy",
+}
+"""Settings that change where or how a run executes or logs, not its results (checkpoint.* too)."""
 SUCCESS = "eval/success"
 TASK_PREFIX = "eval/success/"
 PROG = "mtrl-report"
@@ -298,7 +306,7 @@ def _differing_keys(runs: list[Run]) -> list[str]:
         k
         for k in keys
         if k not in ignored
-        and not k.startswith("surgery.")
+        and not k.startswith(("surgery.", "checkpoint."))
         and len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1
     ]
 

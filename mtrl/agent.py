@@ -193,6 +193,8 @@ class MTSAC:
         noise = self._noise(batch.action.shape)
         actor_losses = self._descend(self.components["actor"], ActorInputs(batch.obs, noise, alpha))
 
+        # The temperature loss uses the updated actor's log-probabilities on the same noise (as
+        # CleanRL does); one forward pass, and the vmapped actor path returns only losses.
         with torch.no_grad():
             _, log_prob = self.actor(batch.obs, noise)
         alpha_losses = self._descend(self.components["alpha"], AlphaInputs(onehot, log_prob))

@@ -47,6 +47,7 @@ from mtrl.config import (
     CheckpointConfig,
     Config,
     ConfigError,
+    changed_keys,
     config_from_yaml,
     load_config,
     to_yaml,
@@ -745,21 +746,10 @@ def check_resumable(run_dir: Path, checkpoint: Checkpoint, config: Config) -> No
 
 def experiment_differences(stored: Config, requested: Config) -> list[str]:
     """``key=requested (the run has stored)`` for every value outside RESUME_MUTABLE_KEYS."""
-    from omegaconf import OmegaConf
-
-    def flat(config: Config) -> dict[str, Any]:
-        tree = OmegaConf.to_container(OmegaConf.structured(config))
-        out: dict[str, Any] = {}
-        for section, values in tree.items():  # type: ignore[union-attr]
-            for key, value in values.items():
-                out[f"{section}.{key}"] = value
-        return out
-
-    old, new = flat(stored), flat(requested)
     return [
-        f"{key}={new[key]} (the run has {old.get(key)})"
-        for key in new
-        if key not in RESUME_MUTABLE_KEYS and new[key] != old.get(key)
+        f"{key}={new} (the run has {old})"
+        for key, (old, new) in changed_keys(stored, requested).items()
+        if key not in RESUME_MUTABLE_KEYS
     ]
 
 

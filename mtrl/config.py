@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +332,19 @@ def describe_options() -> list[tuple[str, str, str]]:
             default = getattr(section.default_factory(), item.name)  # type: ignore[misc]
             rows.append((f"{section.name}.{item.name}", repr(default), item.metadata["help"]))
     return rows
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"seed": 0}}`` -> ``{"train.seed": 0}`` (an empty mapping stays a value)."""
+    if isinstance(tree, dict) and (tree or not prefix):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (old value, new value) for every value that differs, sorted by key."""
+    a, b = flatten(asdict(old)), flatten(asdict(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}

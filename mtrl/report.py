@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mtrl.config import Config
+from mtrl.config import Config, flatten
 from mtrl.logger import METRICS_FILE, read_metrics
 from mtrl.rundir import CONFIG_FILE, META_FILE, protocol
 
@@ -146,16 +146,6 @@ def find_run_dirs(paths: Iterable[Path], notes: list[str]) -> list[Path]:
         found.extend(below)
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"seed": 0}}`` -> ``{"train.seed": 0}`` (an empty mapping stays a value)."""
-    if isinstance(tree, dict) and (tree or not prefix):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): tree}
 
 
 def method_label(name: str, options: dict[str, Any] | None) -> str:

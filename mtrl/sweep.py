@@ -41,10 +41,9 @@ from mtrl.cli import (
     surgery_choices,
     train_parser,
 )
-from mtrl.config import Config, ConfigError, check_task_multiples, load_config
+from mtrl.config import Config, ConfigError, changed_keys, check_task_multiples, load_config
 from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
-from mtrl.report import flatten
 from mtrl.rundir import CONFIG_FILE
 
 PROG = "mtrl-sweep"
@@ -318,11 +317,6 @@ def move_aside(run_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     run_dir.rename(target)
     return target
-
-
-def _config_diff(a: Config, b: Config) -> list[str]:
-    fa, fb = flatten(asdict(a)), flatten(asdict(b))
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
 
 
 # --------------------------------------------------------------------------- the job
@@ -705,7 +699,7 @@ def classify(plan: list[PlannedRun], manifest: dict[str, Any]) -> None:
         config_file = run.run_dir / CONFIG_FILE
         if config_file.is_file():
             try:
-                diff = _config_diff(load_config(str(config_file)), run.config)
+                diff = list(changed_keys(load_config(str(config_file)), run.config))
             except ConfigError as exc:
                 errors.append(f"{run.run_dir}: cannot read its config.yaml: {exc}")
                 continue

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from cli_runs import EVAL, TRAIN, run_module, snapshot, tiny_mt1
+from helpers import EVAL, TRAIN, run_module, snapshot, tiny_mt1
 
 from mtrl.checkpoint import BEST_FILE, step_file
 from mtrl.cli import USAGE_ERROR

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from cli_runs import TRAIN, run_module, snapshot, start_module, tiny_mt1
+from helpers import TRAIN, run_module, snapshot, start_module, tiny_mt1
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl.checkpoint import BEST_FILE, load_checkpoint, step_file, train_checkpoints

@@ -76,7 +76,6 @@ class Surgery:
 
     name: str = ""
     options_spec: ClassVar[dict[str, Option]] = {"seed": SEED}
-    randomized: bool = False
 
     def __init__(self, **options: Any) -> None:
         spec = type(self).options_spec

@@ -79,7 +79,6 @@ class PCGrad(Surgery):
     """
 
     name = "pcgrad"
-    randomized = True
     last_orders: Tensor | None = None
 
     def _aggregate(self, grads: Tensor) -> Tensor:
@@ -105,7 +104,6 @@ class GradVac(Surgery):
     """
 
     name = "gradvac"
-    randomized = True
     options_spec: ClassVar[dict[str, Option]] = {
         "beta": Option(0.01, check_float(0.0, 1.0), "EMA rate of the cosine targets"),
         "seed": SEED,
@@ -297,7 +295,6 @@ class CAGradFast(CAGrad):
     """
 
     name = "cagrad_fast"
-    randomized = True
     options_spec: ClassVar[dict[str, Option]] = {
         "c": Option(0.5, check_float(0.0), "radius of the ball around the mean, c |g_0|"),
         "k": Option(4, check_int(1), "number of task groups"),
@@ -467,7 +464,6 @@ class GradDrop(Surgery):
     """
 
     name = "graddrop"
-    randomized = True
 
     def _aggregate(self, grads: Tensor) -> Tensor:
         K, P = grads.shape

@@ -1,0 +1,56 @@
+"""Every random stream of a run is its own: no two consumers, and no two adjacent run seeds,
+draw the same numbers."""
+
+import numpy as np
+import torch
+from helpers import ACT, STATE, K
+
+from mtrl.agent import MTSAC
+from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.replay import MultiTaskReplay
+from mtrl.seeding import stream_seed
+
+NAMES = ("agent.noise", "replay.sampling", "warmup.actions", "surgery.critic", "surgery.actor")
+
+
+def test_stream_seeds_are_deterministic_and_distinct():
+    seeds = {(run, name): stream_seed(run, name) for run in range(5) for name in NAMES}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(0 <= s < 2**63 for s in seeds.values())
+    assert stream_seed(3, "agent.noise") == stream_seed(3, "agent.noise")
+
+
+def _agent(seed: int, surgery: str = "pcgrad") -> MTSAC:
+    config = AgentConfig(hidden_dims=[8], batch_per_task=4)
+    return MTSAC(STATE + K, ACT, K, config, seed=seed, surgery=SurgeryConfig(surgery))
+
+
+def test_noise_and_replay_sampling_differ_within_a_run():
+    """They used to be seeded alike: their first draws coincided."""
+    agent = _agent(0)
+    replay = MultiTaskReplay(K, 1000, STATE + K, ACT, seed=stream_seed(0, "replay.sampling"))
+    noise_bits = torch.randint(1000, (20,), generator=agent.generator)
+    sample_bits = torch.randint(1000, (20,), generator=replay.generator)
+    assert not torch.equal(noise_bits, sample_bits)
+
+
+def test_surgery_streams_differ_across_components_and_adjacent_run_seeds():
+    """With seed + offset, run 0's actor stream was run 1's critic stream."""
+    first_draws = {}
+    for run in (0, 1, 2):
+        for component, method in _agent(run).surgeries.items():
+            first_draws[(run, component)] = torch.rand(8, generator=method.generator)
+    keys = list(first_draws)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            assert not torch.equal(first_draws[a], first_draws[b]), (a, b)
+
+
+def test_the_same_seed_gives_the_same_streams():
+    a, b = _agent(7), _agent(7)
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    for name in a.surgeries:
+        assert torch.equal(a.surgeries[name].generator.get_state(),
+                           b.surgeries[name].generator.get_state())  # fmt: skip
+    rng = [np.random.default_rng(stream_seed(7, "warmup.actions")).random(3) for _ in range(2)]
+    np.testing.assert_array_equal(*rng)

@@ -22,6 +22,7 @@ from mtrl import surgery as surgery_lib
 from mtrl.config import AgentConfig, SurgeryConfig
 from mtrl.networks import Actor, Temperature, TwinCritic, task_specific_parameters
 from mtrl.replay import Batch
+from mtrl.seeding import stream_seed
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params, Any], torch.Tensor]
@@ -91,7 +92,7 @@ class MTSAC:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = Temperature(num_tasks, config.init_alpha).to(self.device)
         self.generator = torch.Generator(self.device)
-        self.generator.manual_seed(seed)
+        self.generator.manual_seed(stream_seed(seed, "agent.noise"))
         self.components = {
             "critic": self._component("critic", self.critic, config.critic_lr, self._critic_loss),
             "actor": self._component("actor", self.actor, config.actor_lr, self._actor_loss),
@@ -112,7 +113,8 @@ class MTSAC:
         return Component(name, params, optimizer, loss, sum(p.numel() for _, p in shared))
 
     def _make_surgeries(self, config: SurgeryConfig, seed: int) -> dict[str, surgery_lib.Surgery]:
-        """One surgery object per component (stateful methods keep per-component state).
+        """One surgery object per component (stateful methods keep per-component state), each
+        with its own random stream derived from the run seed.
 
         A component without shared parameters (the per-task temperatures) needs none: there is
         nothing to combine, each task's gradient already reaches only its own parameters.
@@ -121,12 +123,12 @@ class MTSAC:
             return {}
         accepts_seed = "seed" in surgery_lib.options_of(config.name)
         methods = {}
-        for offset, name in enumerate(config.components):
+        for name in config.components:
             if self.components[name].shared_numel == 0:
                 continue
             options = dict(config.options)
             if accepts_seed:
-                options.setdefault("seed", seed + offset)
+                options.setdefault("seed", stream_seed(seed, f"surgery.{name}"))
             methods[name] = surgery_lib.make(config.name, **options)
         return methods
 
@@ -245,8 +247,18 @@ class MTSAC:
                 self._diagnostics.update(
                     {f"surgery/{component.name}/{key}": value for key, value in stats.items()}
                 )
+        self._clip(component)
         component.optimizer.step()
         return losses.detach()
+
+    def _clip(self, component: Component) -> None:
+        """Clip the global norm of the update that reaches the optimizer (after surgery), for
+        the actor and the critic; the pre-clip norm is logged. No host sync: the scale factor
+        stays on the device."""
+        if self.config.grad_clip is None or component.name == "alpha":
+            return
+        norm = torch.nn.utils.clip_grad_norm_(component.params.values(), self.config.grad_clip)
+        self._diagnostics[f"grad_norm/{component.name}"] = norm.detach()
 
     @torch.no_grad()
     def _update_targets(self) -> None:

@@ -9,15 +9,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from omegaconf import OmegaConf
+
+from mtrl import protocols
 from mtrl.config import (
     Config,
     ConfigError,
     available_presets,
+    canonical_benchmark,
     check_task_multiples,
     describe_options,
     load_config,
+    parse_overrides,
 )
 from mtrl.envs import benchmark_choices, parse_benchmark
+from mtrl.logger import require_wandb
 
 if TYPE_CHECKING:
     from mtrl.train import Trainer
@@ -92,6 +98,10 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--benchmark", help=f"env.benchmark: {benchmark_choices()}")
     parser.add_argument("--surgery", help=f"surgery.name: {', '.join(surgery_choices())}")
+    parser.add_argument(
+        "--protocol",
+        help=f"train.protocol: a paper's protocol, {', '.join(protocols.names())} (see README)",
+    )
     parser.add_argument("--seed", type=int, help="train.seed")
     parser.add_argument(
         "--total-steps", type=int, help="train.total_steps: env steps summed over tasks"
@@ -118,6 +128,7 @@ def train_parser() -> argparse.ArgumentParser:
 _FLAG_KEYS = {
     "benchmark": "env.benchmark",
     "surgery": "surgery.name",
+    "protocol": "train.protocol",
     "seed": "train.seed",
     "total_steps": "train.total_steps",
     "device": "train.device",
@@ -133,18 +144,26 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
+BENCHMARK_PRESETS = ("mt10", "mt50")
+"""Benchmarks whose preset of the same name is the default when no --config is given."""
+
+
 def resolve_train_config(args: argparse.Namespace) -> Config:
     """Preset, then the dedicated flags, then KEY=VALUE overrides; validated."""
+    overrides = [*_flag_overrides(args), *args.overrides]
     preset = args.config
-    if preset is None and args.benchmark in ("mt10", "mt50"):
-        preset = args.benchmark
-    config = load_config(preset, [*_flag_overrides(args), *args.overrides])
+    if preset is None:
+        named = OmegaConf.select(parse_overrides(overrides), "env.benchmark")
+        if named is not None and canonical_benchmark(str(named)) in BENCHMARK_PRESETS:
+            preset = canonical_benchmark(str(named))
+    config = load_config(preset, overrides)
     try:
         benchmark = parse_benchmark(config.env.benchmark)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     check_task_multiples(config, benchmark.num_tasks)
     check_surgery(config)
+    require_wandb(config.logger)
     return config
 
 

@@ -16,6 +16,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from mtrl import protocols
+
+MAX_EPISODE_STEPS = 500
+"""Meta-World v3 truncates every episode at 500 steps itself; a longer horizon cannot happen."""
 COMPONENTS = ("critic", "actor", "alpha")
 """The three MT-SAC losses, each trained by its own optimizer."""
 
@@ -35,13 +39,17 @@ def option_factory(factory: Callable[[], Any], help: str) -> Any:
 
 @dataclass
 class EnvConfig:
-    benchmark: str = option("mt10", "mt10, mt50 or mt1:<env-name> (one Meta-World task, to debug)")
+    benchmark: str = option(
+        "mt10", "mt10, mt50 or mt1:<env-name> (one Meta-World task, to debug); case-insensitive"
+    )
     goal_mode: str = option(
         "random",
         "random: each reset draws one of the task's 50 training goals (Meta-World's MT setting); "
         "fixed: one goal per task for the whole run (the setting of CARE, CAGrad, Nash-MTL)",
     )
-    max_episode_steps: int = option(500, "episode horizon; the env truncates (never terminates)")
+    max_episode_steps: int = option(
+        500, "episode horizon, at most 500; the env truncates (never terminates)"
+    )
     reward_version: str = option("v2", "Meta-World reward: v2 (shaped, 0-10 per step) or v1")
     vector_strategy: str = option(
         "sync", "sync steps the K envs in this process; async: one process per env (many cores)"
@@ -64,6 +72,11 @@ class AgentConfig:
     log_std_min: float = option(-20.0, "lower bound of the policy's log-std")
     log_std_max: float = option(2.0, "upper bound of the policy's log-std")
     batch_per_task: int = option(128, "transitions sampled per task per update (batch = K x this)")
+    grad_clip: float | None = option(
+        None,
+        "clip the global norm of the actor's and of the critic's update (after surgery) to this; "
+        "null: no clipping. The temperatures are never clipped",
+    )
 
 
 @dataclass
@@ -83,6 +96,12 @@ class SurgeryConfig:
 
 @dataclass
 class TrainConfig:
+    protocol: str = option(
+        "none",
+        "a paper's protocol whose budget, goals, warm-up, evaluation and clipping the run follows: "
+        "mtrl (CARE/CAGrad/Nash-MTL/FAMO), mwplus (Meta-World+) or none (your own settings); "
+        "preset and command-line values still win and are recorded as deviations",
+    )
     total_steps: int = option(2_000_000, "env steps summed over tasks (a vector step is K)")
     warmup_steps: int = option(40_000, "env steps of uniform random actions before updates")
     buffer_size: int = option(1_000_000, "replay capacity in transitions, split evenly over tasks")
@@ -114,12 +133,29 @@ class CheckpointConfig:
 
 
 @dataclass
+class LoggerConfig:
+    wandb: bool = option(
+        False,
+        "also log to Weights & Biases (pip install 'mtrl[wandb]'); tensorboard and "
+        "metrics.jsonl are always written",
+    )
+    wandb_project: str = option("mtrl", "W&B project")
+    wandb_entity: str | None = option(None, "W&B entity (team or user); null: your default")
+    wandb_mode: str = option(
+        "offline",
+        "offline: W&B files in the run folder, no network (upload later with 'wandb sync'); "
+        "online: needs 'wandb login' and network",
+    )
+
+
+@dataclass
 class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def preset_dirs() -> list[Path]:
@@ -181,8 +217,8 @@ def _keys_at(dotted: str) -> list[str]:
     return sorted(f"{dotted}.{k}" if dotted else str(k) for k in node)
 
 
-def _apply_preset(config: DictConfig, preset: str, seen: tuple[Path, ...]) -> DictConfig:
-    """Merge a preset onto ``config``; a preset may start from another via ``base: <preset>``."""
+def _preset_layers(preset: str, seen: tuple[Path, ...] = ()) -> list[tuple[DictConfig, str]]:
+    """A preset's layers, its ``base: <preset>`` chain first, each with its origin for errors."""
     path = _preset_path(preset)
     if path.resolve() in seen:
         raise ConfigError(f"config '{path}' includes itself through 'base'")
@@ -193,9 +229,8 @@ def _apply_preset(config: DictConfig, preset: str, seen: tuple[Path, ...]) -> Di
     if not isinstance(layer, DictConfig):
         raise ConfigError(f"config '{path}' must be a YAML mapping of sections")
     base = layer.pop("base", None)
-    if base is not None:
-        config = _apply_preset(config, str(base), (*seen, path.resolve()))
-    return _merge(config, layer, f"config '{path.name}'")
+    below = [] if base is None else _preset_layers(str(base), (*seen, path.resolve()))
+    return [*below, (layer, f"config '{path.name}'")]
 
 
 def parse_overrides(overrides: list[str]) -> DictConfig:
@@ -210,13 +245,38 @@ def parse_overrides(overrides: list[str]) -> DictConfig:
 
 
 def load_config(preset: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then ``preset`` (a name in ``configs/`` or a YAML path), then ``overrides``."""
-    config = OmegaConf.structured(Config)
-    if preset is not None:
-        config = _apply_preset(config, preset, seen=())
+    """Defaults, the protocol's values, ``preset`` (a name in ``configs/`` or a YAML path), then
+    ``overrides``.
+
+    The protocol (``train.protocol``) may be named by any layer above it, and its values depend
+    on the benchmark, so the layers are merged once to find both, then again with the protocol's
+    values below the preset: what a preset or the command line sets always wins.
+    """
+    layers = [] if preset is None else _preset_layers(preset)
     if overrides:
-        config = _merge(config, parse_overrides(overrides), "override")
+        layers.append((parse_overrides(overrides), "override"))
+    config = _merge_layers(OmegaConf.structured(Config), layers)
+    config.env.benchmark = canonical_benchmark(config.env.benchmark)
+    try:
+        fixed = protocols.values(config.train.protocol, config.env.benchmark)
+    except ValueError as exc:
+        raise ConfigError(f"train.protocol: {exc}") from None
+    if fixed:
+        origin = f"protocol '{config.train.protocol}'"
+        base = _merge(OmegaConf.structured(Config), unflatten(fixed), origin)
+        config = _merge_layers(base, layers)
     return _validated(config)
+
+
+def _merge_layers(config: DictConfig, layers: list[tuple[DictConfig, str]]) -> DictConfig:
+    for layer, origin in layers:
+        config = _merge(config, layer, origin)
+    return config
+
+
+def canonical_benchmark(name: str) -> str:
+    """Benchmark names are case-insensitive: one spelling is chosen before anything is stored."""
+    return name.strip().lower()
 
 
 def to_yaml(config: Config) -> str:
@@ -234,6 +294,7 @@ def config_from_yaml(text: str, origin: str) -> Config:
 
 def _validated(config: DictConfig) -> Config:
     result: Config = OmegaConf.to_object(config)  # type: ignore[assignment]
+    result.env.benchmark = canonical_benchmark(result.env.benchmark)
     validate(result)
     return result
 
@@ -259,7 +320,9 @@ def validate(config: Config) -> None:
         f"env.vector_strategy must be sync or async, got '{env.vector_strategy}'",
     )
     _require(
-        env.max_episode_steps > 0, f"env.max_episode_steps must be > 0, got {env.max_episode_steps}"
+        0 < env.max_episode_steps <= MAX_EPISODE_STEPS,
+        f"env.max_episode_steps must be in 1..{MAX_EPISODE_STEPS} (Meta-World v3 truncates every "
+        f"episode at {MAX_EPISODE_STEPS} steps itself), got {env.max_episode_steps}",
     )
     _require(
         len(agent.hidden_dims) > 0 and all(h > 0 for h in agent.hidden_dims),
@@ -278,6 +341,10 @@ def validate(config: Config) -> None:
     _require(
         agent.batch_per_task > 0, f"agent.batch_per_task must be > 0, got {agent.batch_per_task}"
     )
+    _require(
+        agent.grad_clip is None or agent.grad_clip > 0,
+        f"agent.grad_clip must be > 0 or null (no clipping), got {agent.grad_clip}",
+    )
     for name in ("total_steps", "buffer_size", "updates_per_step", "eval_episodes"):
         value = getattr(train, name)
         _require(value > 0, f"train.{name} must be > 0, got {value}")
@@ -289,6 +356,15 @@ def validate(config: Config) -> None:
         f"train.device must be auto, cpu, cuda or cuda:N, got '{train.device}'",
     )
     _require(train.threads > 0, f"train.threads must be > 0, got {train.threads}")
+    _require(
+        train.protocol in protocols.names(),
+        f"train.protocol must be one of {', '.join(protocols.names())}, got '{train.protocol}'",
+    )
+    logger = config.logger
+    _require(
+        logger.wandb_mode in ("offline", "online"),
+        f"logger.wandb_mode must be offline or online, got '{logger.wandb_mode}'",
+    )
     surgery = config.surgery
     unknown = sorted(set(surgery.components) - set(COMPONENTS))
     _require(
@@ -342,6 +418,18 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): tree}
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.seed": 0}`` -> ``{"train": {"seed": 0}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
 
 
 def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

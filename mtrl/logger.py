@@ -1,13 +1,19 @@
-"""Metrics to two sinks: tensorboard event files and ``metrics.jsonl`` (one JSON object a line)."""
+"""Metrics to tensorboard event files and ``metrics.jsonl`` (one JSON object a line), and
+optionally to Weights & Biases."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
+
+from mtrl.config import ConfigError, LoggerConfig
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -15,10 +21,17 @@ METRICS_FILE = "metrics.jsonl"
 class RunLogger:
     """Appends to the run folder; every line carries the env ``step`` it describes."""
 
-    def __init__(self, run_dir: Path, resume_at: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_at: tuple[int, int] | None = None,
+        settings: LoggerConfig | None = None,
+        config: dict[str, Any] | None = None,
+    ):
         """``resume_at=(step, metrics_bytes)``: continue a run from a checkpoint taken at
         ``step``. What the interrupted process logged after it is dropped: metrics.jsonl is cut
-        back to its size then, and tensorboard hides the later events (``purge_step``)."""
+        back to its size then, and tensorboard hides the later events (``purge_step``).
+        ``settings.wandb``: also log to W&B, with ``config`` as the run's config."""
         self.run_dir = Path(run_dir)
         purge_step = None
         if resume_at is not None:
@@ -28,6 +41,11 @@ class RunLogger:
             purge_step = step + 1
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
         self._jsonl = (self.run_dir / METRICS_FILE).open("a", encoding="utf-8")
+        self._wandb = (
+            _start_wandb(self.run_dir, settings, config or {})
+            if settings is not None and settings.wandb
+            else None
+        )
 
     def log(self, step: int, metrics: dict[str, float], **extra: object) -> None:
         for key, value in metrics.items():
@@ -35,6 +53,8 @@ class RunLogger:
         record = {"step": step, **extra, **{k: _json_number(v) for k, v in metrics.items()}}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=step)
 
     def flush(self) -> None:
         self.writer.flush()
@@ -49,6 +69,45 @@ class RunLogger:
     def close(self) -> None:
         self.writer.close()
         self._jsonl.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def require_wandb(settings: LoggerConfig) -> None:
+    """Refuse ``logger.wandb=true`` before a run starts when the package is missing."""
+    if not settings.wandb:
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "logger.wandb=true needs the wandb package: pip install 'mtrl[wandb]'"
+        ) from None
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """One W&B run per run folder, the same id when the run is resumed: the folder's name made
+    safe for W&B ids, and a digest of its absolute path to keep equal names apart."""
+    digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(run_dir).name)[:48]
+    return f"{name}-{digest}"
+
+
+def _start_wandb(run_dir: Path, settings: LoggerConfig, config: dict[str, Any]) -> Any:
+    import wandb
+
+    return wandb.init(
+        project=settings.wandb_project,
+        entity=settings.wandb_entity,
+        mode=settings.wandb_mode,
+        dir=str(run_dir),
+        id=wandb_run_id(run_dir),
+        name=Path(run_dir).name,
+        config=config,
+        resume="allow",
+        settings=wandb.Settings(silent=True),
+    )
 
 
 def _json_number(value: float) -> float | None:

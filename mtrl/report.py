@@ -1,12 +1,14 @@
 """mtrl-report: tables and plots of many runs (a sweep, several sweeps, single run folders).
 
 A run is a folder with ``metrics.jsonl``, ``config.yaml`` and ``meta.json`` (what mtrl-train
-writes). Runs are grouped by benchmark protocol (``meta.json`` ``protocol``: benchmark, goal mode,
-horizon, reward version) and never pooled across protocols; within a protocol, by method
-(``surgery.name`` and its options). Runs of one method whose configs differ in anything but the
-seed (and settings that do not change results: device, threads, vector strategy, log cadence,
-checkpointing) become separate
-rows, so that a table row always means "the same experiment, several seeds".
+writes). Runs are grouped by protocol (``meta.json`` ``protocol``: the paper protocol's name,
+benchmark, goal mode, horizon, reward version) and never pooled across protocols; within a
+protocol, by method (network model, surgery method and its options, loss balancer). Runs of one
+method whose configs differ in anything but the seed (and settings that do not change results:
+device, threads, vector strategy, logging, checkpointing) become separate rows, so that a table
+row always means "the same experiment, several seeds". A paper's published number
+(:mod:`mtrl.published`) is shown beside a row only when its runs follow that paper's protocol
+without deviations and use the paper's method.
 
 Only finished runs (a final evaluation line) enter tables and plots; the others are listed with
 the reason. Problems with single runs are reported and the rest is still reported.
@@ -29,12 +31,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mtrl.config import Config, flatten
+from mtrl.config import flatten
 from mtrl.logger import METRICS_FILE, read_metrics
-from mtrl.rundir import CONFIG_FILE, META_FILE, protocol
+from mtrl.published import Published, lookup, method_key
+from mtrl.rundir import CONFIG_FILE, META_FILE
 
-# What makes success rates comparable, as mtrl.rundir records it in meta.json.
-PROTOCOL_KEYS = tuple(protocol(Config()))
+PROTOCOL_KEYS = ("name", "benchmark", "goal_mode", "max_episode_steps", "reward_version")
+"""What makes success rates comparable (mtrl.rundir records it in meta.json): runs that differ in
+one of these are never pooled."""
 # Config values that may differ between the seeds of one table row: they do not change results.
 POOLABLE_KEYS = {
     "train.seed",
@@ -42,6 +46,7 @@ POOLABLE_KEYS = {
     "train.threads",
     "train.log_every",
     "env.vector_strategy",
+    "train.protocol",
 }
 """Settings that change where or how a run executes or logs, not its results (checkpoint.* too)."""
 SUCCESS = "eval/success"
@@ -102,6 +107,10 @@ class Run:
     protocol: dict[str, Any]
     method: str
     seed: int
+    model: str
+    balancer: str
+    deviations: dict[str, Any]
+    statistic: str | None
     config: dict[str, Any]  # flattened dotted keys
     evals: list[dict[str, Any]]  # the evaluation lines, in order
     started: str = ""
@@ -180,14 +189,19 @@ def load_run(path: Path, notes: list[str]) -> Run | None:
         )
     meta = _read_meta(path, notes)
     env = config.get("env", {})
-    recorded = meta.get("protocol") or {k: env.get(k) for k in PROTOCOL_KEYS}
+    recorded = {"name": "none", **(meta.get("protocol") or env)}
     surgery = config.get("surgery", {})
+    balancer = config.get("balancer", {})
     flat = flatten(config)
     run = Run(
         path=path,
         protocol={k: recorded.get(k) for k in PROTOCOL_KEYS},
         method=method_label(surgery.get("name", "?"), surgery.get("options")),
         seed=int(flat.get("train.seed", -1)),
+        model=method_key(flat).model,
+        balancer=method_label(balancer.get("name", "none"), balancer.get("options")),
+        deviations=dict(recorded.get("deviations") or {}),
+        statistic=recorded.get("statistic"),
         config=flat,
         evals=[r for r in records if r.get(SUCCESS) is not None],
         started=str(meta.get("started", "")),
@@ -224,16 +238,24 @@ def protocol_key(protocol: dict[str, Any]) -> ProtocolKey:
 
 def protocol_label(key: ProtocolKey) -> str:
     p = dict(key)
+    name = "no paper protocol" if p["name"] == "none" else f"{p['name']} protocol"
     return (
-        f"{p['benchmark']}, {p['goal_mode']} goals, horizon {p['max_episode_steps']}, "
+        f"{p['benchmark']}, {name}, {p['goal_mode']} goals, horizon {p['max_episode_steps']}, "
         f"reward {p['reward_version']}"
     )
 
 
 def protocol_slug(key: ProtocolKey) -> str:
     p = dict(key)
-    raw = f"{p['benchmark']}-{p['goal_mode']}-h{p['max_episode_steps']}-{p['reward_version']}"
+    raw = (
+        f"{p['benchmark']}-{p['name']}-{p['goal_mode']}-h{p['max_episode_steps']}-"
+        f"{p['reward_version']}"
+    )
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in raw)
+
+
+MethodId = tuple[str, str, str]
+"""(model, surgery label, balancer label)."""
 
 
 @dataclass
@@ -241,13 +263,30 @@ class Row:
     """One table row: runs of one protocol, method and config variant, one per seed."""
 
     protocol: ProtocolKey
-    method: str
+    method: MethodId
     variant: str
     runs: list[Run] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        return f"{self.method} [{self.variant}]" if self.variant else self.method
+        model, surgery, balancer = self.method
+        parts = [p for p in (model if model != "mlp" else "", surgery) if p]
+        if balancer != "none":
+            parts.append(balancer)
+        text = " + ".join(parts)
+        return f"{text} [{self.variant}]" if self.variant else text
+
+    @property
+    def deviations(self) -> dict[str, Any]:
+        """The protocol values these runs changed (the same for every seed of a row)."""
+        return self.runs[0].deviations
+
+    def published(self) -> Published | None:
+        """The paper's number for this method under this protocol, if the runs follow it."""
+        p = dict(self.protocol)
+        if p["name"] == "none" or self.deviations:
+            return None
+        return lookup(str(p["benchmark"]), str(p["name"]), method_key(self.runs[0].config))
 
     @property
     def seeds(self) -> list[int]:
@@ -262,17 +301,17 @@ class Row:
 
 def group_runs(runs: list[Run], notes: list[str]) -> dict[ProtocolKey, list[Row]]:
     """Protocol -> rows. Never pools protocols; splits a method whose configs differ."""
-    by_method: dict[tuple[ProtocolKey, str], list[Run]] = defaultdict(list)
+    by_method: dict[tuple[ProtocolKey, MethodId], list[Run]] = defaultdict(list)
     for run in runs:
-        by_method[(protocol_key(run.protocol), run.method)].append(run)
+        by_method[(protocol_key(run.protocol), (run.model, run.method, run.balancer))].append(run)
 
     grouped: dict[ProtocolKey, list[Row]] = defaultdict(list)
     for (proto, method), members in sorted(by_method.items(), key=lambda kv: str(kv[0])):
         differing = _differing_keys(members)
         if differing:
             notes.append(
-                f"{method} under [{protocol_label(proto)}]: runs differ in "
-                f"{', '.join(differing)}; reported as separate rows"
+                f"{Row(proto, method, '').label} under [{protocol_label(proto)}]: runs differ "
+                f"in {', '.join(differing)}; reported as separate rows"
             )
         rows: dict[str, Row] = {}
         for run in members:
@@ -296,7 +335,8 @@ def _differing_keys(runs: list[Run]) -> list[str]:
         k
         for k in keys
         if k not in ignored
-        and not k.startswith(("surgery.", "checkpoint."))
+        and not k.startswith(("surgery.", "balancer.", "checkpoint.", "logger."))
+        and k not in ("agent.model", "agent.multi_head")
         and len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1
     ]
 
@@ -320,9 +360,13 @@ def _one_run_per_seed(row: Row, notes: list[str]) -> list[Run]:
 
 # --------------------------------------------------------------------------- tables
 CSV_COLUMNS = [
-    *PROTOCOL_KEYS,
+    "protocol",
+    *PROTOCOL_KEYS[1:],
+    "model",
     "method",
+    "balancer",
     "variant",
+    "deviations",
     "n_seeds",
     "seeds",
     "final_mean",
@@ -331,6 +375,10 @@ CSV_COLUMNS = [
     "max_mean",
     "max_se",
     "max_iqm",
+    "reported_statistic",
+    "published_mean",
+    "published_se",
+    "published_source",
 ]
 
 
@@ -342,30 +390,66 @@ def _mean_se(s: Summary) -> str:
     return f"{_pct(s.mean)} ± {_pct(s.se)}" if s.n > 1 else f"{_pct(s.mean)} (1 seed)"
 
 
+def _published(row: Row) -> str:
+    paper = row.published()
+    if paper is None:
+        return "—"
+    se = "" if paper.stderr is None else f" ± {_pct(paper.stderr)}"
+    return f"{_pct(paper.success)}{se} ({paper.label})"
+
+
 def markdown_table(rows: list[Row]) -> str:
     lines = [
-        "| method | seeds | final success % | final IQM % | max success % | max IQM % |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | seeds | final success % | final IQM % | max success % | max IQM % | paper % |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         final, best = row.final(), row.best()
         lines.append(
             f"| {row.label} | {final.n} | {_mean_se(final)} | {_pct(final.iqm)} | "
-            f"{_mean_se(best)} | {_pct(best.iqm)} |"
+            f"{_mean_se(best)} | {_pct(best.iqm)} | {_published(row)} |"
         )
     return "\n".join(lines)
+
+
+def statistic_note(key: ProtocolKey, rows: list[Row]) -> str:
+    """Which column the protocol's papers report, and what keeps a paper's number away."""
+    name = dict(key)["name"]
+    statistic = rows[0].runs[0].statistic if rows else None
+    if name == "none" or statistic is None:
+        return "No paper protocol: no published number applies."
+    column = "max" if statistic == "best" else "final"
+    text = (
+        f"Papers under the {name} protocol report the {statistic} evaluation of each run: "
+        f"compare the **{column}** column with **paper**."
+    )
+    deviating = [row.label for row in rows if row.deviations]
+    if deviating:
+        changed = sorted({k for row in rows for k in row.deviations})
+        text += (
+            f" Rows that change the protocol's {', '.join(changed)} get no paper number: "
+            f"{'; '.join(deviating)}."
+        )
+    return text
 
 
 def csv_rows(grouped: dict[ProtocolKey, list[Row]]) -> list[dict[str, Any]]:
     out = []
     for proto, rows in grouped.items():
+        protocol = dict(proto)
         for row in rows:
             final, best = row.final(), row.best()
+            paper = row.published()
+            model, method, balancer = row.method
             out.append(
                 {
-                    **dict(proto),
-                    "method": row.method,
+                    "protocol": protocol["name"],
+                    **{k: protocol[k] for k in PROTOCOL_KEYS[1:]},
+                    "model": model,
+                    "method": method,
+                    "balancer": balancer,
                     "variant": row.variant,
+                    "deviations": json.dumps(row.deviations, sort_keys=True),
                     "n_seeds": final.n,
                     "seeds": " ".join(map(str, row.seeds)),
                     "final_mean": final.mean,
@@ -374,6 +458,10 @@ def csv_rows(grouped: dict[ProtocolKey, list[Row]]) -> list[dict[str, Any]]:
                     "max_mean": best.mean,
                     "max_se": "" if math.isnan(best.se) else best.se,
                     "max_iqm": best.iqm,
+                    "reported_statistic": row.runs[0].statistic or "",
+                    "published_mean": "" if paper is None else paper.success,
+                    "published_se": "" if paper is None or paper.stderr is None else paper.stderr,
+                    "published_source": "" if paper is None else paper.source,
                 }
             )
     return out
@@ -515,14 +603,25 @@ def _write_csvs(grouped: dict[ProtocolKey, list[Row]], out: Path) -> list[Path]:
     with tasks.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(
-            [*PROTOCOL_KEYS, "method", "variant", "task", "n_seeds", "final_mean", "final_se"]
+            [
+                "protocol",
+                *PROTOCOL_KEYS[1:],
+                "model",
+                "method",
+                "balancer",
+                "variant",
+                "task",
+                "n_seeds",
+                "final_mean",
+                "final_se",
+            ]
         )
         for proto, rows in grouped.items():
             for row in rows:
                 for task, s in per_task(row).items():
                     se = "" if math.isnan(s.se) else s.se
                     writer.writerow(
-                        [*dict(proto).values(), row.method, row.variant, task, s.n, s.mean, se]
+                        [*dict(proto).values(), *row.method, row.variant, task, s.n, s.mean, se]
                     )
     return [results, tasks]
 
@@ -539,11 +638,20 @@ def _markdown(
         "`train.final_eval_episodes` episodes per task); **max**: the best evaluation of each run "
         "(what the mtrl-family papers report). Mean ± standard error over seeds; IQM: "
         "interquartile mean over seeds (the middle 50%; the plain mean below 4 seeds). "
-        "Protocols are never pooled.",
+        "Protocols are never pooled. **paper**: the published number (mean ± s.e.) for this "
+        "method under this protocol, with its source in results.csv, only where the runs follow "
+        "the protocol without deviations.",
     ]
     for key, rows in grouped.items():
         slug = protocol_slug(key)
-        parts += ["", f"## {protocol_label(key)}", "", markdown_table(rows)]
+        parts += [
+            "",
+            f"## {protocol_label(key)}",
+            "",
+            statistic_note(key, rows),
+            "",
+            markdown_table(rows),
+        ]
         if plots:
             parts += [
                 "",
@@ -594,7 +702,7 @@ def report_main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: no finished runs to report", file=sys.stderr)
         return 2
     for key, rows in report.grouped.items():
-        print(f"\n{protocol_label(key)}\n{markdown_table(rows)}")
+        print(f"\n{protocol_label(key)}\n{statistic_note(key, rows)}\n{markdown_table(rows)}")
     print("\nwrote " + ", ".join(str(f) for f in report.files))
     return 0
 

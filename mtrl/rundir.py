@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import metaworld
 import torch
 
 import mtrl
-from mtrl.config import Config, ConfigError, to_yaml
+from mtrl import protocols
+from mtrl.config import Config, ConfigError, flatten, to_yaml
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -85,13 +87,21 @@ def record_resume(run_dir: Path, step: int, device: torch.device, argv: list[str
 
 
 def protocol(config: Config) -> dict[str, object]:
-    """What makes two runs' success rates comparable; reports never pool different protocols."""
-    env = config.env
+    """What makes two runs' success rates comparable; reports never pool different protocols.
+
+    ``name`` is the paper protocol the run follows (``none``: its own settings), ``statistic``
+    what that protocol's papers report (the best or the final evaluation), ``deviations`` the
+    protocol's values this run changed (key -> the run's value).
+    """
+    env, name = config.env, config.train.protocol
     return {
+        "name": name,
         "benchmark": env.benchmark,
         "goal_mode": env.goal_mode,
         "max_episode_steps": env.max_episode_steps,
         "reward_version": env.reward_version,
+        "statistic": protocols.statistic(name),
+        "deviations": protocols.deviations(name, env.benchmark, flatten(asdict(config))),
     }
 
 

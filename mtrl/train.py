@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from mtrl.envs import make_envs, parse_benchmark
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.logger import RunLogger
 from mtrl.replay import MultiTaskReplay
+from mtrl.rundir import protocol
+from mtrl.seeding import stream_seed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,9 +145,12 @@ class Trainer:
         train = config.train
         torch.set_num_threads(train.threads)
         self.device = resolve_device(train.device)
-        random.seed(train.seed)
-        np.random.seed(train.seed)
-        torch.manual_seed(train.seed)
+        # Each consumer of randomness draws from its own stream (mtrl.seeding); the envs follow
+        # Meta-World's seeding with the run seed itself, so that the seed selects the same goals
+        # as in other Meta-World code.
+        random.seed(stream_seed(train.seed, "python"))
+        np.random.seed(stream_seed(train.seed, "numpy") % 2**32)
+        torch.manual_seed(stream_seed(train.seed, "torch.init"))
 
         self.envs = make_envs(self.benchmark, config.env, train.seed)
         # Same seed, hence the same 50 goals per task (and in fixed mode the same goal).
@@ -166,9 +172,9 @@ class Trainer:
             obs_dim,
             self.action_dim,
             self.device,
-            train.seed,
+            stream_seed(train.seed, "replay.sampling"),
         )
-        self.action_rng = np.random.default_rng(train.seed)
+        self.action_rng = np.random.default_rng(stream_seed(train.seed, "warmup.actions"))
         self.checkpointer = Checkpointer(self.run_dir, config.checkpoint)
         self.episodes = EpisodeStats(self.num_tasks)
         self.step = 0
@@ -183,6 +189,8 @@ class Trainer:
         self.logger = RunLogger(
             self.run_dir,
             None if resume is None else (resume.step, resume.state["logger"]["metrics_bytes"]),
+            config.logger,
+            {**asdict(config), "protocol": protocol(config)},
         )
 
     # --------------------------------------------------------------------------- main loop
@@ -256,7 +264,7 @@ class Trainer:
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
         result = evaluate(self.agent, self.eval_envs, self.benchmark.task_names, episodes)
         self.last_success = result.mean_success
-        extra = {"final": True} if final else {}
+        extra = {"protocol": self.config.train.protocol, **({"final": True} if final else {})}
         self.logger.log(self.step, result.metrics(), **extra)
         self.checkpointer.on_evaluation(self, result)
         return result

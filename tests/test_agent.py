@@ -4,7 +4,7 @@ from helpers import ACT, STATE, K, N, make_batch
 from torch.func import vmap
 
 from mtrl.agent import MTSAC, AlphaInputs, CriticInputs
-from mtrl.config import AgentConfig
+from mtrl.config import AgentConfig, SurgeryConfig
 
 
 def make_agent(**overrides) -> MTSAC:
@@ -123,3 +123,38 @@ def test_act_is_deterministic_without_noise_and_bounded():
 @pytest.mark.parametrize("target_entropy,expected", [(None, -ACT), (-0.5, -0.5)])
 def test_target_entropy_defaults_to_minus_action_dim(target_entropy, expected):
     assert make_agent(target_entropy=target_entropy).target_entropy == expected
+
+
+@pytest.mark.parametrize("surgery", ["none", "pcgrad"])
+def test_grad_clip_bounds_the_update_that_reaches_the_optimizer(surgery, monkeypatch):
+    """Clipping acts after surgery, on the actor and the critic, never on the temperatures."""
+    clip = 1e-3
+    torch.manual_seed(0)
+    config = AgentConfig(hidden_dims=[16, 16], batch_per_task=N, grad_clip=clip)
+    agent = MTSAC(STATE + K, ACT, K, config, seed=0, surgery=SurgeryConfig(surgery))
+    norms: dict[str, float] = {}
+    for name, component in agent.components.items():
+        step = component.optimizer.step
+
+        def record(name=name, component=component, step=step):
+            grads = [p.grad for p in component.params.values()]
+            norms[name] = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+            return step()
+
+        monkeypatch.setattr(component.optimizer, "step", record)
+    metrics = agent.update(make_batch())
+    for name in ("critic", "actor"):
+        assert float(metrics[f"grad_norm/{name}"]) > 10 * clip  # the clip was active
+        assert norms[name] <= clip * (1 + 1e-4), name
+    assert norms["alpha"] > clip  # untouched
+
+
+def test_grad_clip_above_the_norm_changes_nothing():
+    plain, clipped = make_agent(), make_agent(grad_clip=1e9)
+    batch = make_batch()
+    plain.update(batch)
+    clipped.update(batch)
+    for a, b in zip(plain.actor.parameters(), clipped.actor.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(plain.critic.parameters(), clipped.critic.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -1,6 +1,8 @@
 import pytest
 from helpers import run_cli
 
+from mtrl.cli import resolve_train_config, train_parser
+
 
 def assert_usage_error(result, *fragments: str) -> None:
     """Exit 2, exactly one line on stderr naming the problem, nothing on stdout, no traceback."""
@@ -28,6 +30,12 @@ def assert_usage_error(result, *fragments: str) -> None:
         (["--seed", "abc"], ["argument --seed: invalid int value: 'abc'"]),
         (["--frobnicate"], ["unrecognized arguments: --frobnicate"]),
         (["--config", "smoke", "--total-steps", "105"], ["must be a multiple of the number"]),
+        (["--protocol", "care"], ["unknown protocol 'care'", "allowed: none, mtrl, mwplus"]),
+        (
+            ["--benchmark", "mt1:reach-v3", "--protocol", "mwplus"],
+            ["protocol 'mwplus' is defined for mt10 and mt50"],
+        ),
+        (["env.max_episode_steps=501"], ["env.max_episode_steps must be in 1..500"]),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, fragments, tmp_path):
@@ -61,3 +69,21 @@ def test_help_documents_flags_config_values_and_presets():
     for key in ("agent.hidden_dims", "agent.multi_head", "train.eval_every", "env.goal_mode"):
         assert key in result.stdout
     assert "presets (--config): " in result.stdout and "smoke" in result.stdout
+
+
+def _resolved(*argv: str):
+    return resolve_train_config(train_parser().parse_intermixed_args(list(argv)))
+
+
+def test_benchmark_spelling_chooses_the_preset_and_is_stored_lower_case():
+    expected = _resolved("--benchmark", "mt50")
+    assert expected.env.benchmark == "mt50" and expected.train.total_steps == 100_000_000
+    for argv in (["--benchmark", "MT50"], ["env.benchmark=MT50"], ["env.benchmark=Mt50"]):
+        assert _resolved(*argv) == expected, argv
+    assert _resolved("--benchmark", "MT1:reach-v3").env.benchmark == "mt1:reach-v3"
+
+
+def test_protocol_flag_sets_the_protocol():
+    config = _resolved("--config", "mt10-pcgrad", "--protocol", "mwplus")
+    assert config.train.protocol == "mwplus" and config.surgery.name == "pcgrad"
+    assert (config.env.goal_mode, config.agent.grad_clip) == ("random", 1.0)

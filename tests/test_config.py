@@ -1,13 +1,15 @@
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import pytest
 
+from mtrl import protocols
 from mtrl.config import (
     Config,
     ConfigError,
     available_presets,
     check_task_multiples,
     describe_options,
+    flatten,
     load_config,
     to_yaml,
 )
@@ -61,6 +63,15 @@ def test_yaml_file_and_round_trip(tmp_path):
         (["agent.hidden_dims=[]"], "agent.hidden_dims must be a non-empty list"),
         (["env.goal_mode=sometimes"], "env.goal_mode must be random or fixed"),
         (["train.device=tpu"], "train.device must be auto, cpu, cuda or cuda:N"),
+        (["env.max_episode_steps=600"], "env.max_episode_steps must be in 1..500"),
+        (["env.max_episode_steps=0"], "env.max_episode_steps must be in 1..500"),
+        (["agent.grad_clip=0"], "agent.grad_clip must be > 0 or null"),
+        (["train.protocol=care"], "unknown protocol 'care'; allowed: none, mtrl, mwplus"),
+        (
+            ["train.protocol=mtrl", "env.benchmark=mt1:reach-v3"],
+            "protocol 'mtrl' is defined for mt10 and mt50, not 'mt1:reach-v3'",
+        ),
+        (["logger.wandb_mode=cloud"], "logger.wandb_mode must be offline or online"),
         (["seed"], "is not of the form KEY=VALUE"),
     ],
 )
@@ -102,3 +113,68 @@ def test_every_option_is_documented():
     assert all(text for _, _, text in rows)
     sections = [getattr(Config(), f.name) for f in fields(Config)]
     assert len(keys) == sum(len(vars(section)) for section in sections)
+
+
+def test_horizon_of_500_is_the_longest_allowed():
+    assert load_config(None, ["env.max_episode_steps=500"]).env.max_episode_steps == 500
+
+
+@pytest.mark.parametrize("spelling", ["MT50", "Mt50", " mt50 "])
+def test_benchmark_names_are_stored_in_one_spelling(spelling):
+    assert load_config(None, [f"env.benchmark={spelling}"]) == load_config(
+        None, ["env.benchmark=mt50"]
+    )
+
+
+@pytest.mark.parametrize(
+    "benchmark,tasks,total,eval_every,batch",
+    [("mt10", 10, 20_000_000, 100_000, 128), ("mt50", 50, 100_000_000, 500_000, 26)],
+)
+def test_mtrl_protocol_values_reach_the_resolved_config(benchmark, tasks, total, eval_every, batch):
+    config = load_config(None, ["train.protocol=mtrl", f"env.benchmark={benchmark}"])
+    assert (config.env.goal_mode, config.env.max_episode_steps) == ("fixed", 500)
+    assert config.train.total_steps == total == 2_000_000 * tasks
+    assert config.train.warmup_steps == 1500 * tasks
+    assert config.train.eval_every == eval_every
+    assert (config.train.eval_episodes, config.train.final_eval_episodes) == (1, 1)
+    assert config.agent.batch_per_task == batch  # 1280 in total as CAGrad's run.sh (MT50: 1300)
+    assert config.agent.grad_clip is None
+    assert protocols.statistic("mtrl") == "best"
+
+
+def test_mwplus_protocol_values_reach_the_resolved_config():
+    config = load_config(None, ["train.protocol=mwplus", "env.benchmark=mt50"])
+    assert config.env.goal_mode == "random"
+    assert config.train.total_steps == 100_000_000
+    assert config.train.warmup_steps == 4000 * 50
+    assert config.train.eval_every == 200_000  # transitions, on MT10 and MT50 alike
+    assert (config.train.eval_episodes, config.train.final_eval_episodes) == (50, 50)
+    assert (config.agent.batch_per_task, config.agent.grad_clip) == (128, 1.0)
+    assert protocols.statistic("mwplus") == "final"
+
+
+def test_presets_and_overrides_win_over_the_protocol_and_deviations_are_listed():
+    config = load_config("mt10-short", ["train.eval_episodes=5"])
+    assert config.train.protocol == "mtrl"
+    assert config.env.goal_mode == "fixed"  # from the protocol
+    assert config.train.total_steps == 2_000_000  # the preset's
+    assert config.train.eval_episodes == 5  # the override's
+    flat = {"train.total_steps": 2_000_000, "train.eval_episodes": 5}
+    assert protocols.deviations("mtrl", "mt10", {**_flat(load_config("mt10")), **flat}) == flat
+    assert protocols.deviations("mtrl", "mt10", _flat(load_config("mt10"))) == {}
+
+
+def test_paper_presets_follow_their_protocol_at_the_full_budget():
+    for name in available_presets():
+        config = load_config(name)
+        if name in ("mt10-short", "mt50-short") or config.train.protocol == "none":
+            continue
+        assert (
+            protocols.deviations(config.train.protocol, config.env.benchmark, _flat(config)) == {}
+        ), name
+    assert load_config("mt10").train.protocol == "mtrl"
+    assert load_config("mt10-mwplus").train.protocol == "mwplus"
+
+
+def _flat(config: Config) -> dict:
+    return flatten(asdict(config))

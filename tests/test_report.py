@@ -14,7 +14,10 @@ import pytest
 import yaml
 
 from mtrl.cli import train_main
+from mtrl.config import load_config, to_yaml
+from mtrl.published import PUBLISHED, MethodKey, lookup, method_key
 from mtrl.report import interquartile_mean, report_main, standard_error, t975
+from mtrl.rundir import protocol
 
 TINY = [
     "--benchmark", "mt1:reach-v3", "--config", "smoke", "--total-steps", "200", "--no-progress",
@@ -115,10 +118,10 @@ def test_report_from_real_runs(real_runs, tmp_path, capsys):
     assert {r["task"] for r in tasks} == {"reach-v3"}
 
     markdown = (out / "report.md").read_text()
-    assert (
-        "## mt1:reach-v3, fixed goals" in markdown and "## mt1:reach-v3, random goals" in markdown
-    )
+    assert "## mt1:reach-v3, no paper protocol, fixed goals" in markdown
+    assert "## mt1:reach-v3, no paper protocol, random goals" in markdown
     assert "| cagrad(c=0.5) | 3 | 70.0 ± 15.3 |" in markdown
+    assert "No paper protocol: no published number applies." in markdown
     assert "## Notes" in markdown and "cut" in markdown
     pngs = sorted(out.glob("*.png"))
     assert [p.name.split("-")[0] for p in pngs] == ["curves", "curves", "tasks", "tasks"]
@@ -162,3 +165,78 @@ def test_without_matplotlib_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert report_main([str(tmp_path)]) == 2
     assert "pip install 'mtrl[report]'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- protocols, papers
+def _synthetic_run(path: Path, preset: str, seed: int, evals: list[float], *overrides: str):
+    """A run folder as mtrl-train writes it (resolved config, meta.json, metrics.jsonl) whose
+    evaluations report ``evals`` (the last one is the final evaluation)."""
+    config = load_config(preset, [f"train.seed={seed}", *overrides])
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(to_yaml(config))
+    (path / "meta.json").write_text(json.dumps({"protocol": protocol(config)}))
+    every = config.train.eval_every
+    lines = [
+        {"step": every * (i + 1), "protocol": config.train.protocol, "eval/success": value,
+         **({"final": True} if i == len(evals) - 1 else {})}
+        for i, value in enumerate(evals)
+    ]  # fmt: skip
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_published_numbers_only_beside_runs_of_the_same_protocol_and_method(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    evals = {0: [0.5, 0.9, 0.6], 1: [0.7, 0.6, 0.8], 2: [0.4, 0.8, 0.7]}
+    for seed, values in evals.items():
+        _synthetic_run(runs / f"pcgrad-s{seed}", "mt10-pcgrad", seed, values)
+        mwplus = "train.protocol=mwplus"
+        _synthetic_run(runs / f"mwplus-s{seed}", "mt10-pcgrad", seed, values, mwplus)
+    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    rows = {r["protocol"]: r for r in _csv(tmp_path / "report" / "results.csv")}
+    assert set(rows) == {"mtrl", "mwplus"}
+    mtrl = rows["mtrl"]
+    bests, finals = [0.9, 0.8, 0.8], [0.6, 0.8, 0.7]
+    assert float(mtrl["max_mean"]) == pytest.approx(np.mean(bests))
+    assert float(mtrl["max_se"]) == pytest.approx(np.std(bests, ddof=1) / math.sqrt(3))
+    assert float(mtrl["final_mean"]) == pytest.approx(np.mean(finals))
+    assert mtrl["reported_statistic"] == "best" and mtrl["n_seeds"] == "3"
+    assert float(mtrl["published_mean"]) == 0.72 and float(mtrl["published_se"]) == 0.022
+    assert "CAGrad" in mtrl["published_source"] and "Table 3" in mtrl["published_source"]
+    # The same method under Meta-World+: no number of the mtrl family is shown beside it.
+    assert rows["mwplus"]["reported_statistic"] == "final"
+    assert rows["mwplus"]["published_mean"] == ""
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| pcgrad | 3 |" in markdown and "72.0 ± 2.2 (PCGrad) |" in markdown
+    assert "compare the **max** column" in markdown and "compare the **final** column" in markdown
+    capsys.readouterr()
+
+
+def test_no_published_number_for_deviating_runs_or_other_options(tmp_path):
+    runs = tmp_path / "runs"
+    _synthetic_run(runs / "short", "mt10-short", 0, [0.2, 0.3])
+    _synthetic_run(runs / "cagrad-c05", "mt10-cagrad", 0, [0.5, 0.6], "surgery.options.c=0.5")
+    _synthetic_run(runs / "cagrad", "mt10-cagrad", 0, [0.7, 0.8])
+    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    rows = {(r["method"], r["variant"]): r for r in _csv(tmp_path / "report" / "results.csv")}
+    published = {key: row["published_mean"] for key, row in rows.items()}
+    assert published == {
+        ("none", ""): "",  # mt10-short: the budget deviates from the protocol
+        ("cagrad(c=0.5,rescale=True)", ""): "",  # the paper used c = 0.9 on MT10
+        ("cagrad(c=0.9,rescale=True)", ""): "0.83",
+    }
+    assert json.loads(rows[("none", "")]["deviations"]) == {"train.total_steps": 2_000_000}
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "change the protocol's train.total_steps get no paper number" in markdown
+
+
+def test_published_table_is_keyed_by_benchmark_protocol_and_method():
+    keys = [(p.benchmark, p.protocol, p.method) for p in PUBLISHED]
+    assert len(keys) == len(set(keys))  # one number per key
+    assert lookup("mt10", "mtrl", MethodKey()).success == 0.49
+    assert lookup("mt50", "mtrl", MethodKey()).success == 0.36
+    assert lookup("mt10", "mtrl", MethodKey(model="multihead")).success == 0.61
+    assert lookup("mt10", "mwplus", MethodKey()) is None
+    assert lookup("mt1:reach-v3", "mtrl", MethodKey()) is None
+    cagrad = {"surgery.name": "cagrad", "surgery.options.c": 0.9, "surgery.options.rescale": True}
+    assert lookup("mt10", "mtrl", method_key(cagrad)).label == "CAGrad"
+    assert lookup("mt50", "mtrl", method_key(cagrad)) is None  # MT50 used c = 0.5

@@ -1,4 +1,5 @@
-"""mtrl-train on real MT10 envs with the smoke preset, shrunk to a few hundred steps."""
+"""mtrl-train on real MT10 envs with the smoke preset, shrunk to a few hundred steps, under the
+mtrl protocol (whose budget and evaluation it overrides) and with W&B logging in offline mode."""
 
 import json
 
@@ -7,7 +8,7 @@ from helpers import MT10_TASKS, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl.config import load_config
-from mtrl.logger import read_metrics
+from mtrl.logger import read_metrics, wandb_run_id
 
 TOTAL, EVAL_EVERY, LOG_EVERY, WARMUP = 600, 300, 100, 200
 
@@ -31,6 +32,9 @@ def smoke_run(tmp_path_factory):
         f"train.log_every={LOG_EVERY}",
         "train.eval_episodes=1",
         "train.final_eval_episodes=2",
+        "--protocol",
+        "mtrl",
+        "logger.wandb=true",
     )
     assert result.returncode == 0, result.stderr
     return run, result
@@ -51,12 +55,18 @@ def test_run_folder_has_resolved_config_and_provenance(smoke_run):
     meta = json.loads((run / "meta.json").read_text())
     assert meta["mtrl_version"]
     assert meta["git_commit"]
-    assert meta["protocol"] == {
+    protocol = meta["protocol"]
+    assert {k: v for k, v in protocol.items() if k != "deviations"} == {
+        "name": "mtrl",
         "benchmark": "mt10",
-        "goal_mode": "random",
+        "goal_mode": "fixed",  # the protocol's: smoke does not set it
         "max_episode_steps": 500,
         "reward_version": "v2",
+        "statistic": "best",
     }
+    assert protocol["deviations"]["train.total_steps"] == TOTAL
+    assert protocol["deviations"]["agent.batch_per_task"] == 32  # smoke's
+    assert "env.goal_mode" not in protocol["deviations"]
 
 
 def test_metrics_jsonl_has_training_and_evaluation_lines(smoke_run):
@@ -77,6 +87,7 @@ def test_metrics_jsonl_has_training_and_evaluation_lines(smoke_run):
     evals = [r for r in records if "eval/success" in r]
     assert [r["step"] for r in evals] == [EVAL_EVERY, TOTAL]
     assert [r.get("final", False) for r in evals] == [False, True]
+    assert all(r["protocol"] == "mtrl" for r in evals)
     assert [r["eval/episodes"] for r in evals] == [1, 2]
     for r in evals:
         per_task = [r[f"eval/success/{task}"] for task in MT10_TASKS]
@@ -93,3 +104,11 @@ def test_tensorboard_event_files_hold_the_scalars(smoke_run):
     assert {"eval/success", "train/critic_loss", "train/steps_per_s"} <= tags
     assert {f"eval/success/{task}" for task in MT10_TASKS} <= tags
     assert [e.step for e in events.Scalars("eval/success")] == [EVAL_EVERY, TOTAL]
+
+
+def test_wandb_offline_run_in_the_run_folder(smoke_run):
+    run, _ = smoke_run
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert offline.name.endswith(wandb_run_id(run))
+    (history,) = offline.glob("run-*.wandb")
+    assert history.stat().st_size > 0

@@ -1,0 +1,145 @@
+"""The papers' Meta-World protocols: one name sets budget, goals, warm-up, evaluation and clipping.
+
+Published MT10/MT50 numbers come from two families of experiments that differ in almost every
+setting, so a result is only comparable with a paper run under that paper's protocol:
+
+``mtrl``
+    The CARE / CAGrad / Nash-MTL / FAMO family (facebookresearch/mtrl): 2M vector steps (one
+    step of every task; 20M transitions on MT10, 100M on MT50) with one update each, one fixed goal
+    per task for the whole run, 1500 vector steps of random actions, one deterministic evaluation
+    episode per task every 10k vector steps, batch 1280 (CAGrad's run.sh, on MT10 and MT50); the
+    reported number is the best mean success over all evaluations (CAGrad App. B).
+``mwplus``
+    Meta-World+ (metaworld-algorithms, v3 envs): 2e7 transitions on MT10 and 1e8 on MT50, random
+    goals (one of the 50 training goals at every reset), 4000 vector steps of random actions, 50
+    deterministic evaluation episodes per task every 200k transitions, batch 128 per task,
+    gradient-norm clipping at 1.0 on actor and critic; the reported number is the final success.
+
+Both run here on Meta-World v3 with horizon 500 and the v2 (shaped) reward. The mtrl family ran
+the older V1 envs (horizon 150, V1 reward, normalised); the README says what that means for
+comparisons. A protocol's values sit below the preset and the command line in the config layers:
+any of them can still be changed, and :func:`deviations` lists what was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+NONE = "none"
+SUITE_TASKS = {"mt10": 10, "mt50": 50}
+"""The benchmarks the protocols are defined for, with their number of tasks."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    source: str
+    statistic: Literal["best", "final"]
+    """What the papers report: the best evaluation of a run, or its final one."""
+    vector_steps: int
+    warmup_vector_steps: int
+    goal_mode: str
+    eval_every_vector_steps: int | None
+    eval_every_transitions: int | None
+    eval_episodes: int
+    batch_total: int | None
+    batch_per_task: int | None
+    grad_clip: float | None
+
+    def values(self, num_tasks: int) -> dict[str, Any]:
+        """Dotted config key -> value for a benchmark of ``num_tasks`` tasks."""
+        eval_every = (
+            self.eval_every_vector_steps * num_tasks
+            if self.eval_every_vector_steps is not None
+            else self.eval_every_transitions
+        )
+        batch = (
+            self.batch_per_task
+            if self.batch_per_task is not None
+            else round((self.batch_total or 0) / num_tasks)
+        )
+        return {
+            "env.goal_mode": self.goal_mode,
+            "env.max_episode_steps": 500,
+            "env.reward_version": "v2",
+            "agent.batch_per_task": batch,
+            "agent.grad_clip": self.grad_clip,
+            "train.total_steps": self.vector_steps * num_tasks,
+            "train.warmup_steps": self.warmup_vector_steps * num_tasks,
+            "train.buffer_size": 1_000_000,
+            "train.updates_per_step": 1,
+            "train.eval_every": eval_every,
+            "train.eval_episodes": self.eval_episodes,
+            "train.final_eval_episodes": self.eval_episodes,
+        }
+
+
+PROTOCOLS = {
+    "mtrl": Protocol(
+        name="mtrl",
+        source="CARE / CAGrad / Nash-MTL / FAMO (facebookresearch/mtrl), CAGrad App. B",
+        statistic="best",
+        vector_steps=2_000_000,
+        warmup_vector_steps=1500,
+        goal_mode="fixed",
+        eval_every_vector_steps=10_000,
+        eval_every_transitions=None,
+        eval_episodes=1,
+        batch_total=1280,
+        batch_per_task=None,
+        grad_clip=None,
+    ),
+    "mwplus": Protocol(
+        name="mwplus",
+        source="Meta-World+ (metaworld-algorithms, v3 envs)",
+        statistic="final",
+        vector_steps=2_000_000,
+        warmup_vector_steps=4000,
+        goal_mode="random",
+        eval_every_vector_steps=None,
+        eval_every_transitions=200_000,
+        eval_episodes=50,
+        batch_total=None,
+        batch_per_task=128,
+        grad_clip=1.0,
+    ),
+}
+
+
+def names() -> list[str]:
+    return [NONE, *PROTOCOLS]
+
+
+def get(name: str) -> Protocol:
+    """The protocol called ``name``; ValueError listing the allowed names otherwise."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol '{name}'; allowed: {', '.join(names())}")
+    return PROTOCOLS[name]
+
+
+def values(name: str, benchmark: str) -> dict[str, Any]:
+    """The config values protocol ``name`` sets on ``benchmark`` (empty for ``none``)."""
+    if name == NONE:
+        return {}
+    protocol = get(name)
+    if benchmark not in SUITE_TASKS:
+        raise ValueError(
+            f"protocol '{name}' is defined for {' and '.join(SUITE_TASKS)}, not '{benchmark}'; "
+            f"use train.protocol={NONE} for other benchmarks"
+        )
+    return protocol.values(SUITE_TASKS[benchmark])
+
+
+def deviations(name: str, benchmark: str, flat_config: dict[str, Any]) -> dict[str, Any]:
+    """Protocol keys whose value in ``flat_config`` (dotted keys) differs: key -> run value."""
+    return {
+        key: flat_config.get(key)
+        for key, value in values(name, benchmark).items()
+        if flat_config.get(key) != value
+    }
+
+
+def statistic(name: str) -> str | None:
+    """``best`` or ``final``: the number a protocol's papers report; None without a protocol."""
+    return None if name == NONE else get(name).statistic

@@ -82,6 +82,21 @@ class SurgeryConfig:
 
 
 @dataclass
+class BalancerConfig:
+    name: str = option(
+        "none", "loss balancer: none, famo, uw or gradnorm (adaptive per-task loss weights)"
+    )
+    options: dict[str, Any] = option_factory(
+        dict, "balancer options, e.g. {gamma: 0.01} for famo (set one: balancer.options.gamma=0.01)"
+    )
+    components: list[str] = option_factory(
+        lambda: ["critic"],
+        "the losses that get balanced; only the critic's (squared TD errors, positive, over "
+        "shared parameters) qualify",
+    )
+
+
+@dataclass
 class TrainConfig:
     total_steps: int = option(2_000_000, "env steps summed over tasks (a vector step is K)")
     warmup_steps: int = option(40_000, "env steps of uniform random actions before updates")
@@ -118,6 +133,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -290,12 +306,13 @@ def validate(config: Config) -> None:
     )
     _require(train.threads > 0, f"train.threads must be > 0, got {train.threads}")
     surgery = config.surgery
-    unknown = sorted(set(surgery.components) - set(COMPONENTS))
-    _require(
-        not unknown and len(set(surgery.components)) == len(surgery.components),
-        f"surgery.components must be distinct names from {', '.join(COMPONENTS)}, "
-        f"got {surgery.components}",
-    )
+    for section in ("surgery", "balancer"):
+        components = getattr(config, section).components
+        _require(
+            set(components) <= set(COMPONENTS) and len(set(components)) == len(components),
+            f"{section}.components must be distinct names from {', '.join(COMPONENTS)}, "
+            f"got {components}",
+        )
     _require(
         surgery.diagnostics_every >= 0,
         f"surgery.diagnostics_every must be >= 0, got {surgery.diagnostics_every}",

@@ -53,7 +53,10 @@ def test_yaml_file_and_round_trip(tmp_path):
     "overrides,message",
     [
         (["agent.hidden=[1]"], "unknown config key 'agent.hidden'; allowed keys here: agent."),
-        (["trian.seed=1"], "unknown config key 'trian'; allowed keys here: agent, checkpoint, env"),
+        (
+            ["trian.seed=1"],
+            "unknown config key 'trian'; allowed keys here: agent, balancer, checkpoint, env",
+        ),
         (["train.total_steps=many"], "bad value for 'train.total_steps'"),
         (["train.total_steps=0"], "train.total_steps must be > 0, got 0"),
         (["train.total_steps=-10"], "train.total_steps must be > 0, got -10"),

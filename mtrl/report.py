@@ -3,10 +3,10 @@
 A run is a folder with ``metrics.jsonl``, ``config.yaml`` and ``meta.json`` (what mtrl-train
 writes). Runs are grouped by benchmark protocol (``meta.json`` ``protocol``: benchmark, goal mode,
 horizon, reward version) and never pooled across protocols; within a protocol, by method
-(``surgery.name`` and its options). Runs of one method whose configs differ in anything but the
-seed (and settings that do not change results: device, threads, vector strategy, log cadence,
-checkpointing) become separate
-rows, so that a table row always means "the same experiment, several seeds".
+(``surgery.name`` and its options, after the loss balancer's when there is one). Runs of one
+method whose configs differ in anything but the seed (and settings that do not change results:
+device, threads, vector strategy, log cadence, checkpointing) become separate rows, so that a
+table row always means "the same experiment, several seeds".
 
 Only finished runs (a final evaluation line) enter tables and plots; the others are listed with
 the reason. Problems with single runs are reported and the rest is still reported.
@@ -156,6 +156,15 @@ def method_label(name: str, options: dict[str, Any] | None) -> str:
     return f"{name}({inner})"
 
 
+def run_method(config: dict[str, Any]) -> str:
+    """``pcgrad``; with a loss balancer it comes first: ``famo(gamma=0.01)+pcgrad``."""
+    surgery, balancer = config.get("surgery", {}), config.get("balancer", {})
+    method = method_label(surgery.get("name", "?"), surgery.get("options"))
+    if balancer.get("name", "none") == "none":
+        return method
+    return f"{method_label(balancer['name'], balancer.get('options'))}+{method}"
+
+
 def load_run(path: Path, notes: list[str]) -> Run | None:
     """One run folder, or None (with the reason in ``notes``) when it cannot enter the report."""
     config_path = path / CONFIG_FILE
@@ -181,12 +190,11 @@ def load_run(path: Path, notes: list[str]) -> Run | None:
     meta = _read_meta(path, notes)
     env = config.get("env", {})
     recorded = meta.get("protocol") or {k: env.get(k) for k in PROTOCOL_KEYS}
-    surgery = config.get("surgery", {})
     flat = flatten(config)
     run = Run(
         path=path,
         protocol={k: recorded.get(k) for k in PROTOCOL_KEYS},
-        method=method_label(surgery.get("name", "?"), surgery.get("options")),
+        method=run_method(config),
         seed=int(flat.get("train.seed", -1)),
         config=flat,
         evals=[r for r in records if r.get(SUCCESS) is not None],
@@ -296,7 +304,7 @@ def _differing_keys(runs: list[Run]) -> list[str]:
         k
         for k in keys
         if k not in ignored
-        and not k.startswith(("surgery.", "checkpoint."))
+        and not k.startswith(("surgery.", "balancer.", "checkpoint."))
         and len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1
     ]
 

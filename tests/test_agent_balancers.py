@@ -10,7 +10,7 @@ from test_agent_surgery import parameters
 from mtrl import checkpoint as ckpt
 from mtrl.agent import MTSAC, CriticInputs, check_balancer, last_shared_layers
 from mtrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
+from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig, changed_keys, load_config
 from mtrl.surgery import per_task_grads
 
 
@@ -175,3 +175,10 @@ def test_checkpoint_without_the_balancer_state_is_refused():
     state = ckpt._agent_state(make_agent())
     with pytest.raises(CheckpointError, match="loss-balancer state does not fit"):
         ckpt._load_agent_state(make_agent("uw"), state)
+
+
+def test_famo_preset_sets_only_the_method_on_top_of_mt10():
+    famo = load_config("mt10-famo")
+    assert set(changed_keys(load_config("mt10"), famo)) == {"balancer.name", "balancer.options"}
+    assert famo.balancer.options == {"gamma": 0.01, "lr": 0.025}
+    check_balancer(famo.balancer, famo.surgery)

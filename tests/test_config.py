@@ -65,6 +65,8 @@ def test_yaml_file_and_round_trip(tmp_path):
         (["env.goal_mode=sometimes"], "env.goal_mode must be random or fixed"),
         (["train.device=tpu"], "train.device must be auto, cpu, cuda or cuda:N"),
         (["seed"], "is not of the form KEY=VALUE"),
+        (["balancer.components=[critic,critic]"], "balancer.components must be distinct names"),
+        (["balancer.components=[q]"], "balancer.components must be distinct names from critic"),
     ],
 )
 def test_bad_values_name_the_problem_and_what_is_allowed(overrides, message):

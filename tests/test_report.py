@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mtrl.cli import train_main
-from mtrl.report import interquartile_mean, report_main, standard_error, t975
+from mtrl.report import interquartile_mean, report_main, run_method, standard_error, t975
 
 TINY = [
     "--benchmark", "mt1:reach-v3", "--config", "smoke", "--total-steps", "200", "--no-progress",
@@ -162,3 +162,12 @@ def test_without_matplotlib_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert report_main([str(tmp_path)]) == 2
     assert "pip install 'mtrl[report]'" in capsys.readouterr().err
+
+
+def test_a_balancer_is_part_of_the_method():
+    config = {"surgery": {"name": "pcgrad", "options": {}}}
+    assert run_method(config) == "pcgrad"
+    config["balancer"] = {"name": "none", "options": {}, "components": ["critic"]}
+    assert run_method(config) == "pcgrad"
+    config["balancer"] = {"name": "famo", "options": {"gamma": 0.01}, "components": ["critic"]}
+    assert run_method(config) == "famo(gamma=0.01)+pcgrad"

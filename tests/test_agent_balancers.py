@@ -179,6 +179,7 @@ def test_checkpoint_without_the_balancer_state_is_refused():
 
 def test_famo_preset_sets_only_the_method_on_top_of_mt10():
     famo = load_config("mt10-famo")
-    assert set(changed_keys(load_config("mt10"), famo)) == {"balancer.name", "balancer.options"}
+    changed = changed_keys(load_config("mt10"), famo)
+    assert "balancer.name" in changed and all(key.startswith("balancer.") for key in changed)
     assert famo.balancer.options == {"gamma": 0.01, "lr": 0.025}
     check_balancer(famo.balancer, famo.surgery)

@@ -52,7 +52,7 @@ def test_uncertainty_weighting_one_step_by_hand():
     torch.testing.assert_close(uw.weights(losses), torch.ones(2))  # s = log sigma^2 = 0
     uw.update(losses)
     # d/ds of (exp(-s) l + s) / 2 at s = 0 is (1 - l) / 2: (-0.5, 0.25)
-    s = [adam_first_step(-0.5), adam_first_step(0.25)]
+    s = [adam_first_step(-0.5, lr=0.01), adam_first_step(0.25, lr=0.01)]
     torch.testing.assert_close(uw.param, torch.tensor(s))
     torch.testing.assert_close(uw.weights(losses), torch.tensor([math.exp(-x) for x in s]))
 
@@ -278,7 +278,7 @@ def test_names_and_options():
     assert balancers.available() == ["famo", "gradnorm", "uw"]
     assert balancers.options_of("famo") == {"lr": 0.025, "gamma": 0.001, "min_loss": 0.0}
     assert balancers.options_of("gradnorm") == {"alpha": 1.5, "lr": 0.025}
-    assert balancers.options_of("uw") == {"lr": 0.025}
+    assert balancers.options_of("uw") == {"lr": 0.01}
     assert balancers.make("famo", num_tasks=2, gamma=0.01).options["gamma"] == 0.01
 
 

@@ -12,7 +12,10 @@ from mtrl.surgery._base import Option, check_float
 
 from ._base import Balancer
 
-LR = Option(0.025, check_float(0.0, lo_open=True), "Adam learning rate of the learned weights")
+
+def learning_rate(default: float) -> Option:
+    return Option(default, check_float(0.0, lo_open=True), "Adam learning rate of the weights")
+
 
 FAMO_EPS = 1e-8
 """Added to every shifted loss before its logarithm, as in FAMO's Algorithm 2."""
@@ -34,7 +37,7 @@ class FAMO(Balancer):
     name = "famo"
     needs = frozenset({"losses_after"})
     options_spec: ClassVar[dict[str, Option]] = {
-        "lr": LR,
+        "lr": learning_rate(0.025),  # Algorithm 2 and the official MT10 command
         "gamma": Option(0.001, check_float(0.0), "decay of the logits (paper default 0.001)"),
         "min_loss": Option(0.0, check_float(), "lower bound of every task's loss (paper: l*)"),
     }
@@ -69,7 +72,8 @@ class UncertaintyWeighting(Balancer):
     """
 
     name = "uw"
-    options_spec: ClassVar[dict[str, Option]] = {"lr": LR}
+    # 0.01: the uncertainty-weighting baseline of FAMO's MT10 runs (mtrl_files/uw_state_sac.yaml)
+    options_spec: ClassVar[dict[str, Option]] = {"lr": learning_rate(0.01)}
 
     def weights(self, losses: Tensor) -> Tensor:
         with torch.no_grad():
@@ -98,7 +102,7 @@ class GradNorm(Balancer):
     initial_value = 1.0
     options_spec: ClassVar[dict[str, Option]] = {
         "alpha": Option(1.5, check_float(0.0), "asymmetry: pull towards equal training rates"),
-        "lr": LR,
+        "lr": learning_rate(0.025),  # FAMO's task-weight rate, not from the GradNorm paper
     }
 
     def __init__(self, num_tasks: int, device: torch.device | str = "cpu", **options: Any) -> None:

@@ -133,11 +133,13 @@ def famo_reference(rounds, lr=LR, gamma=0.001):
 
 
 @st.composite
-def loss_rounds(draw):
+def loss_rounds(draw, lowest_exponent: int = -3):
+    """1 to 6 rounds of (losses before, losses after) of 2 to 6 tasks, scales 10^lowest to 10^3."""
     K = draw(st.integers(2, 6))
     steps = draw(st.integers(1, 6))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
-    scales = 10 ** (torch.rand(K, generator=gen, dtype=torch.float64) * 6 - 3)
+    exponents = torch.rand(K, generator=gen, dtype=torch.float64) * (3 - lowest_exponent)
+    scales = 10 ** (exponents + lowest_exponent)
     rounds = []
     for _ in range(steps):
         before = scales * (0.5 + torch.rand(K, generator=gen, dtype=torch.float64))
@@ -173,9 +175,9 @@ def test_famo_weights_are_the_papers_convex_combination_times_k(rounds):
 
 # ---------------------------------------------------------------------------------- properties
 @SETTINGS
-@given(loss_rounds(), st.lists(st.floats(1e-3, 1e3), min_size=6, max_size=6))
+@given(loss_rounds(lowest_exponent=0), st.lists(st.floats(0.1, 1e3), min_size=6, max_size=6))
 def test_famo_is_invariant_to_each_tasks_loss_scale(rounds, task_scales):
-    """Only log-loss decreases enter the logits, and the weights scale like 1 / loss_i."""
+    """Only log-loss decreases enter the logits (losses far above the 1e-8 FAMO adds)."""
     K = len(rounds[0][0])
     s = torch.tensor(task_scales[:K], dtype=torch.float64)
     plain, scaled = (balancers.make("famo", num_tasks=K) for _ in range(2))
@@ -214,6 +216,16 @@ def test_gradnorm_ignores_each_tasks_loss_unit(rounds, scale):
         plain.update(before.float(), grad_norms=norms)
         scaled.update((s * before).float(), grad_norms=norms)
     torch.testing.assert_close(plain.param, scaled.param, rtol=1e-4, atol=1e-5)
+
+
+def test_famo_measures_losses_above_min_loss():
+    shifted = balancers.make("famo", num_tasks=2, min_loss=0.5)
+    plain = balancers.make("famo", num_tasks=2)
+    losses = torch.tensor([1.0, 4.5])
+    torch.testing.assert_close(shifted.weights(losses), plain.weights(losses - 0.5))
+    shifted.update(losses, losses_after=torch.tensor([0.75, 4.0]))
+    plain.update(losses - 0.5, losses_after=torch.tensor([0.25, 3.5]))
+    torch.testing.assert_close(shifted.param, plain.param)
 
 
 def test_uncertainty_weighting_learns_the_inverse_loss():

@@ -76,8 +76,7 @@ class UncertaintyWeighting(Balancer):
     options_spec: ClassVar[dict[str, Option]] = {"lr": learning_rate(0.01)}
 
     def weights(self, losses: Tensor) -> Tensor:
-        with torch.no_grad():
-            return (-self.param).exp()
+        return (-self.param).exp()
 
     def _step(self, losses: Tensor) -> None:
         self._descend(0.5 * (1.0 - (-self.param).exp() * losses))

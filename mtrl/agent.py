@@ -4,7 +4,8 @@ Every loss is computed per task: given a ``[K, n, ...]`` batch it returns a ``[K
 given one task's ``[n, ...]`` slice (inside a vmap) a scalar. :meth:`MTSAC._descend` is the one
 place where the K losses of a component become a gradient step: either the gradient of their
 mean (plain MT-SAC), or the K per-task gradients from one vectorised pass, combined by a
-gradient-surgery method (:mod:`mtrl.surgery`).
+gradient-surgery method (:mod:`mtrl.surgery`). A loss balancer (:mod:`mtrl.balancers`) weights
+the K losses first (on the surgery path: the K gradient rows).
 """
 
 from __future__ import annotations
@@ -18,14 +19,51 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from mtrl import balancers as balancer_lib
 from mtrl import surgery as surgery_lib
-from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
 from mtrl.networks import Actor, Temperature, TwinCritic, task_specific_parameters
 from mtrl.replay import Batch
 from mtrl.seeding import stream_seed
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params, Any], torch.Tensor]
+
+UNBALANCEABLE = {
+    "actor": "the actor loss (alpha log pi - Q) is unbounded below and mostly negative, and "
+    "every balancer needs positive losses (FAMO their logarithm, uncertainty weighting their "
+    "optimal variance, GradNorm their ratios to the first losses)",
+    "alpha": "the temperature loss has no shared parameters: each task's loss moves only its "
+    "own log-alpha, so there is nothing to balance between tasks",
+}
+"""MT-SAC losses a balancer is refused on, and why; only the critic's qualify."""
+
+
+def check_balancer(balancer: BalancerConfig, surgery: SurgeryConfig) -> None:
+    """The balancer exists, takes its options, and is meaningful where it is applied: on a
+    loss that qualifies and through the surgery method on the same component, if any.
+    ``ValueError`` (one line) otherwise."""
+    if balancer.name == "none":
+        if balancer.options:
+            raise ValueError("balancer.options are set but balancer.name is none")
+        return
+    if balancer.name not in balancer_lib.available():
+        allowed = ", ".join(["none", *balancer_lib.available()])
+        raise ValueError(f"unknown balancer '{balancer.name}'; allowed: {allowed}")
+    try:
+        balancer_lib.make(balancer.name, num_tasks=2, **balancer.options)
+    except ValueError as exc:
+        raise ValueError(f"balancer.options: {exc}") from None
+    for name in balancer.components:
+        if name in UNBALANCEABLE:
+            raise ValueError(f"balancer.components: {name} is refused, {UNBALANCEABLE[name]}")
+    both = [name for name in balancer.components if name in surgery.components]
+    reason = None if surgery.name == "none" else balancer_lib.surgery_refusal(surgery.name)
+    if both and reason:
+        raise ValueError(
+            f"balancer '{balancer.name}' and surgery '{surgery.name}' cannot both act on the "
+            f"{' and '.join(both)}: {reason}"
+        )
 
 
 class CriticInputs(NamedTuple):
@@ -70,6 +108,7 @@ class MTSAC:
         device: torch.device | str = "cpu",
         seed: int = 0,
         surgery: SurgeryConfig | None = None,
+        balancer: BalancerConfig | None = None,
     ):
         self.config = config
         self.num_tasks = num_tasks
@@ -100,6 +139,17 @@ class MTSAC:
         }
         self.surgery_config = surgery or SurgeryConfig()
         self.surgeries = self._make_surgeries(self.surgery_config, seed)
+        self.balancer_config = balancer or BalancerConfig()
+        check_balancer(self.balancer_config, self.surgery_config)
+        self.balancers = {
+            name: balancer_lib.make(
+                self.balancer_config.name, num_tasks, self.device, **self.balancer_config.options
+            )
+            for name in self.balancer_config.components
+            if self.balancer_config.name != "none"
+        }
+        self.gradnorm_layer = last_shared_layers(self.critic)
+        """GradNorm's layer W: the last shared layer of each Q network (parameter names)."""
         self.updates = 0
         self._diagnostics: dict[str, torch.Tensor] = {}
 
@@ -222,22 +272,36 @@ class MTSAC:
     def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
         """Turn a component's K per-task losses into one optimizer step; returns the losses.
 
-        Without surgery: the gradient of the mean over tasks (one ordinary backward pass). With
-        surgery: the ``[K, P]`` per-task gradients in one vmapped pass; the shared block goes
-        through the surgery method, the task-specific block keeps each task's own gradient
-        (scaled 1/K like the mean, which is what the plain path gives it too).
+        Without surgery: the gradient of their mean (one ordinary backward pass). With surgery:
+        the ``[K, P]`` per-task gradients in one vmapped pass; the shared block goes through the
+        surgery method, the task-specific block keeps each task's own gradient (scaled 1/K like
+        the mean, which is what the plain path gives it too). A balancer weights the losses
+        (plain path) or the gradient rows (surgery path) first, and adapts after the step.
         """
         params = component.params
         method = self.surgeries.get(component.name)
+        balancer = self.balancers.get(component.name)
+        observed: dict[str, torch.Tensor] = {}
         if method is None:
             losses = component.loss(params, inputs)
-            grads = torch.autograd.grad(losses.mean(), list(params.values()))
+            objective = losses.mean()
+            if balancer is not None:
+                weights = self._balancer_weights(component, balancer, losses.detach())
+                if "grad_norms" in balancer.needs:
+                    observed["grad_norms"] = self._layer_norms_by_autograd(component, losses)
+                objective = (weights * losses).mean()
+            grads = torch.autograd.grad(objective, list(params.values()))
             for param, grad in zip(params.values(), grads, strict=True):
                 param.grad = grad
         else:
             grads, losses = surgery_lib.per_task_grads(
                 component.loss, params, inputs, randomness="error"
             )
+            if balancer is not None:
+                weights = self._balancer_weights(component, balancer, losses)
+                if "grad_norms" in balancer.needs:
+                    observed["grad_norms"] = self._layer_norms_of_rows(component, grads)
+                grads.mul_(weights[:, None])
             shared = grads[:, : component.shared_numel]
             combined = method(shared)
             update = torch.cat([combined, grads[:, component.shared_numel :].mean(0)])
@@ -249,6 +313,11 @@ class MTSAC:
                 )
         self._clip(component)
         component.optimizer.step()
+        if balancer is not None:
+            if "losses_after" in balancer.needs:  # the same batch, after the step (FAMO)
+                with torch.no_grad():
+                    observed["losses_after"] = component.loss(params, inputs)
+            balancer.update(losses.detach(), **observed)
         return losses.detach()
 
     def _clip(self, component: Component) -> None:
@@ -260,9 +329,53 @@ class MTSAC:
         norm = torch.nn.utils.clip_grad_norm_(component.params.values(), self.config.grad_clip)
         self._diagnostics[f"grad_norm/{component.name}"] = norm.detach()
 
+    def _balancer_weights(
+        self, component: Component, balancer: balancer_lib.Balancer, losses: torch.Tensor
+    ) -> torch.Tensor:
+        weights = balancer.weights(losses)
+        self._diagnostics[f"balancer/{component.name}/weight"] = weights
+        return weights
+
+    def _layer_norms_by_autograd(self, component: Component, losses: torch.Tensor) -> torch.Tensor:
+        """Norm of each task's loss gradient at GradNorm's layer, from the losses' graph: one
+        backward batched over the K unit vectors, through the layers above W only."""
+        layer = [component.params[name] for name in self.gradnorm_layer]
+        unit = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
+        grads = torch.autograd.grad(
+            losses, layer, grad_outputs=unit, is_grads_batched=True, retain_graph=True
+        )
+        return torch.cat([g.flatten(1) for g in grads], dim=1).norm(dim=1)
+
+    def _layer_norms_of_rows(self, component: Component, grads: torch.Tensor) -> torch.Tensor:
+        """Norm of each task's loss gradient at GradNorm's layer, from the ``[K, P]`` rows."""
+        offsets, offset = {}, 0
+        for name, param in component.params.items():
+            offsets[name] = (offset, param.numel())
+            offset += param.numel()
+        blocks = [grads.narrow(1, *offsets[name]) for name in self.gradnorm_layer]
+        return torch.stack([block.norm(dim=1) for block in blocks]).norm(dim=0)
+
     @torch.no_grad()
     def _update_targets(self) -> None:
         for target, online in zip(
             self.critic_target.parameters(), self.critic.parameters(), strict=True
         ):
             target.lerp_(online, self.config.tau)
+
+
+def last_shared_layers(critic: nn.Module) -> list[str]:
+    """GradNorm's layer W in the twin critic: in each Q network, the parameters of the last
+    submodule (in registration order, which is forward order in mtrl's networks: the trunk's
+    layers, then the head) that holds shared parameters of its own. With one shared output
+    layer that is the output layer; with per-task heads, the trunk's last layer."""
+    task_specific = task_specific_parameters(critic)
+    layer = []
+    for network_name, network in critic.named_children():
+        owners = []
+        for path, module in network.named_modules():
+            prefix = ".".join(filter(None, (network_name, path)))
+            own = [f"{prefix}.{name}" for name, _ in module.named_parameters(recurse=False)]
+            if own and not set(own) & task_specific:
+                owners.append(own)
+        layer += owners[-1]
+    return layer

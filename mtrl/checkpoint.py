@@ -336,6 +336,7 @@ def _agent_state(agent: MTSAC) -> dict[str, Any]:
         "generator": agent.generator.get_state(),
         "updates": agent.updates,
         "surgery": {name: method.state_dict() for name, method in agent.surgeries.items()},
+        "balancer": {name: balancer.state_dict() for name, balancer in agent.balancers.items()},
     }
     return state
 
@@ -353,6 +354,14 @@ def _load_agent_state(agent: MTSAC, state: dict[str, Any]) -> None:
             method.load_state_dict(state["surgery"][name])
         except ValueError as exc:
             raise CheckpointError(f"gradient-surgery state of the {name}: {exc}") from None
+    balancers = state.get("balancer", {})  # absent from checkpoints older than the balancers
+    if set(balancers) != set(agent.balancers):
+        raise CheckpointError("the checkpoint's loss-balancer state does not fit this agent")
+    for name, balancer in agent.balancers.items():
+        try:
+            balancer.load_state_dict(balancers[name])
+        except ValueError as exc:
+            raise CheckpointError(f"loss-balancer state of the {name}: {exc}") from None
 
 
 def _onehot_columns(replay: MultiTaskReplay) -> torch.Tensor:

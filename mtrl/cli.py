@@ -46,6 +46,12 @@ def surgery_choices() -> list[str]:
     return ["none", *surgery.available()]
 
 
+def balancer_choices() -> list[str]:
+    from mtrl import balancers
+
+    return ["none", *balancers.available()]
+
+
 def _options_epilog() -> str:
     rows = [f"  {key} (default {default}): {text}" for key, default, text in describe_options()]
     wrapped = [textwrap.fill(r, 100, subsequent_indent="      ") for r in rows]
@@ -57,6 +63,8 @@ def _options_epilog() -> str:
             f"presets (--config): {', '.join(available_presets())}",
             "surgery methods (options with defaults; set one as surgery.options.NAME=VALUE):",
             *_surgery_lines(),
+            "loss balancers (options with defaults; set one as balancer.options.NAME=VALUE):",
+            *_balancer_lines(),
             "",
             textwrap.fill(
                 f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one "
@@ -82,6 +90,16 @@ def _surgery_lines() -> list[str]:
     return lines
 
 
+def _balancer_lines() -> list[str]:
+    from mtrl import balancers
+
+    lines = ["  none (equal weights: the mean of the per-task losses)"]
+    for name in balancers.available():
+        options = ", ".join(f"{k}={v!r}" for k, v in balancers.options_of(name).items())
+        lines.append(f"  {name} ({options})")
+    return lines
+
+
 def train_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="mtrl-train",
@@ -102,6 +120,7 @@ def train_parser() -> argparse.ArgumentParser:
         "--protocol",
         help=f"train.protocol: a paper's protocol, {', '.join(protocols.names())} (see README)",
     )
+    parser.add_argument("--balancer", help=f"balancer.name: {', '.join(balancer_choices())}")
     parser.add_argument("--seed", type=int, help="train.seed")
     parser.add_argument(
         "--total-steps", type=int, help="train.total_steps: env steps summed over tasks"
@@ -129,6 +148,7 @@ _FLAG_KEYS = {
     "benchmark": "env.benchmark",
     "surgery": "surgery.name",
     "protocol": "train.protocol",
+    "balancer": "balancer.name",
     "seed": "train.seed",
     "total_steps": "train.total_steps",
     "device": "train.device",
@@ -164,6 +184,7 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
     check_task_multiples(config, benchmark.num_tasks)
     check_surgery(config)
     require_wandb(config.logger)
+    check_balancer(config)
     return config
 
 
@@ -185,6 +206,16 @@ def check_surgery(config: Config) -> None:
         surgery.make(name, **config.surgery.options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"surgery '{name}': {exc}") from None
+
+
+def check_balancer(config: Config) -> None:
+    """The balancer exists, accepts its options and is meaningful where it is applied."""
+    from mtrl.agent import check_balancer as check
+
+    try:
+        check(config.balancer, config.surgery)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -95,6 +95,21 @@ class SurgeryConfig:
 
 
 @dataclass
+class BalancerConfig:
+    name: str = option(
+        "none", "loss balancer: none, famo, uw or gradnorm (adaptive per-task loss weights)"
+    )
+    options: dict[str, Any] = option_factory(
+        dict, "balancer options, e.g. {gamma: 0.01} for famo (set one: balancer.options.gamma=0.01)"
+    )
+    components: list[str] = option_factory(
+        lambda: ["critic"],
+        "the losses that get balanced; only the critic's (squared TD errors, positive, over "
+        "shared parameters) qualify",
+    )
+
+
+@dataclass
 class TrainConfig:
     protocol: str = option(
         "none",
@@ -153,6 +168,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -366,12 +382,13 @@ def validate(config: Config) -> None:
         f"logger.wandb_mode must be offline or online, got '{logger.wandb_mode}'",
     )
     surgery = config.surgery
-    unknown = sorted(set(surgery.components) - set(COMPONENTS))
-    _require(
-        not unknown and len(set(surgery.components)) == len(surgery.components),
-        f"surgery.components must be distinct names from {', '.join(COMPONENTS)}, "
-        f"got {surgery.components}",
-    )
+    for section in ("surgery", "balancer"):
+        components = getattr(config, section).components
+        _require(
+            set(components) <= set(COMPONENTS) and len(set(components)) == len(components),
+            f"{section}.components must be distinct names from {', '.join(COMPONENTS)}, "
+            f"got {components}",
+        )
     _require(
         surgery.diagnostics_every >= 0,
         f"surgery.diagnostics_every must be >= 0, got {surgery.diagnostics_every}",

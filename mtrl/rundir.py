@@ -25,7 +25,10 @@ META_FILE = "meta.json"
 def default_run_dir(config: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     benchmark = config.env.benchmark.replace(":", "-")
-    return Path("runs") / f"{benchmark}-{config.surgery.name}-s{config.train.seed}-{stamp}"
+    method = config.surgery.name
+    if config.balancer.name != "none":
+        method = f"{config.balancer.name}+{method}"
+    return Path("runs") / f"{benchmark}-{method}-s{config.train.seed}-{stamp}"
 
 
 def create_run_dir(path: Path) -> Path:

@@ -165,6 +165,7 @@ class Trainer:
             self.device,
             train.seed,
             config.surgery,
+            config.balancer,
         )
         self.replay = MultiTaskReplay(
             self.num_tasks,
@@ -282,12 +283,12 @@ class Trainer:
 
     def _interval_mean(self, key: str, value: torch.Tensor) -> dict[str, float]:
         """Scalars as they are; per-task vectors as their mean over tasks, and task by task for
-        the temperatures and the per-task gradient norms."""
+        the temperatures, the per-task gradient norms and the balancers' loss weights."""
         name = key if key.startswith("surgery/") else f"train/{key}"
         if value.dim() == 0:
             return {name: float(value)}
         out = {name: float(value.mean())}
-        if key == "alpha" or key.endswith("/norms"):
+        if key == "alpha" or key.endswith(("/norms", "/weight")):
             tasks = self.benchmark.task_names
             out.update({f"{name}/{t}": v for t, v in zip(tasks, value.tolist(), strict=True)})
         return out

@@ -36,6 +36,22 @@ def assert_usage_error(result, *fragments: str) -> None:
             ["protocol 'mwplus' is defined for mt10 and mt50"],
         ),
         (["env.max_episode_steps=501"], ["env.max_episode_steps must be in 1..500"]),
+        (["--balancer", "magic"], ["unknown balancer 'magic'", "allowed: none, famo, gradnorm"]),
+        (
+            ["--balancer", "famo", "balancer.options.beta=1"],
+            ["unknown option(s) ['beta'] for balancer 'famo'", "gamma=0.001"],
+        ),
+        (["--balancer", "uw", "balancer.options.lr=-1"], ["option 'lr' must be a finite number"]),
+        (
+            ["--balancer", "uw", "balancer.components=[critic,actor]"],
+            ["actor is refused", "positive losses"],
+        ),
+        (["--balancer", "famo", "balancer.components=[alpha]"], ["alpha is refused"]),
+        (
+            ["--balancer", "gradnorm", "--surgery", "nashmtl"],
+            ["cannot both act on the critic", "ignores the scale of each task's gradient"],
+        ),
+        (["balancer.options.lr=1"], ["balancer.options are set but balancer.name is none"]),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, fragments, tmp_path):
@@ -64,11 +80,13 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
 def test_help_documents_flags_config_values_and_presets():
     result = run_cli("mtrl-train", "--help")
     assert result.returncode == 0
-    for text in ("--benchmark", "--surgery", "--total-steps", "--device", "--out", "--config"):
+    flags = ("--benchmark", "--surgery", "--balancer", "--total-steps", "--device", "--out")
+    for text in (*flags, "--config"):
         assert text in result.stdout
     for key in ("agent.hidden_dims", "agent.multi_head", "train.eval_every", "env.goal_mode"):
         assert key in result.stdout
     assert "presets (--config): " in result.stdout and "smoke" in result.stdout
+    assert "famo (lr=0.025, gamma=0.001, min_loss=0.0)" in result.stdout
 
 
 def _resolved(*argv: str):

@@ -55,7 +55,10 @@ def test_yaml_file_and_round_trip(tmp_path):
     "overrides,message",
     [
         (["agent.hidden=[1]"], "unknown config key 'agent.hidden'; allowed keys here: agent."),
-        (["trian.seed=1"], "unknown config key 'trian'; allowed keys here: agent, checkpoint, env"),
+        (
+            ["trian.seed=1"],
+            "unknown config key 'trian'; allowed keys here: agent, balancer, checkpoint, env",
+        ),
         (["train.total_steps=many"], "bad value for 'train.total_steps'"),
         (["train.total_steps=0"], "train.total_steps must be > 0, got 0"),
         (["train.total_steps=-10"], "train.total_steps must be > 0, got -10"),
@@ -73,6 +76,8 @@ def test_yaml_file_and_round_trip(tmp_path):
         ),
         (["logger.wandb_mode=cloud"], "logger.wandb_mode must be offline or online"),
         (["seed"], "is not of the form KEY=VALUE"),
+        (["balancer.components=[critic,critic]"], "balancer.components must be distinct names"),
+        (["balancer.components=[q]"], "balancer.components must be distinct names from critic"),
     ],
 )
 def test_bad_values_name_the_problem_and_what_is_allowed(overrides, message):

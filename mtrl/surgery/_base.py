@@ -64,6 +64,21 @@ def check_choice(*choices: str):
     return check
 
 
+def resolve_options(what: str, spec: dict[str, Option], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against ``spec`` and completed with its defaults.
+
+    ``what`` names the object in the error, e.g. ``"surgery 'pcgrad'"``. An unknown option lists
+    the allowed ones with their defaults; a bad value says which values are allowed.
+    """
+    unknown = sorted(set(options) - set(spec))
+    if unknown:
+        allowed = ", ".join(f"{k}={v.default!r}" for k, v in spec.items())
+        raise ValueError(
+            f"unknown option(s) {unknown} for {what}; allowed options (with defaults): {allowed}"
+        )
+    return {key: opt.check(key, options.get(key, opt.default)) for key, opt in spec.items()}
+
+
 SEED = Option(0, check_int(0), "seed of the object's own torch.Generator")
 
 
@@ -76,22 +91,15 @@ class Surgery:
 
     name: str = ""
     options_spec: ClassVar[dict[str, Option]] = {"seed": SEED}
+    ignores_row_scales: ClassVar[bool] = False
+    """True when multiplying one row by a positive factor does not change the direction of the
+    update (IMTL-G, Nash-MTL): per-task loss weights (:mod:`mtrl.balancers`) cannot act through
+    such a method."""
 
     def __init__(self, **options: Any) -> None:
-        spec = type(self).options_spec
-        unknown = sorted(set(options) - set(spec))
-        if unknown:
-            allowed = ", ".join(f"{k}={v.default!r}" for k, v in spec.items())
-            raise ValueError(
-                f"unknown option(s) {unknown} for surgery {self.name!r}; "
-                f"allowed options (with defaults): {allowed}"
-            )
-        resolved = {}
-        for key, opt in spec.items():
-            resolved[key] = opt.check(key, options.get(key, opt.default))
-        self._options = resolved
+        self._options = resolve_options(f"surgery {self.name!r}", type(self).options_spec, options)
         self.generator = torch.Generator(device="cpu")
-        self.generator.manual_seed(resolved["seed"])
+        self.generator.manual_seed(self._options["seed"])
 
     @property
     def options(self) -> dict[str, Any]:

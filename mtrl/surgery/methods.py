@@ -341,6 +341,7 @@ class IMTLG(Surgery):
     """
 
     name = "imtlg"
+    ignores_row_scales = True  # the unit gradients fix the direction; the weights only rescale
 
     def _aggregate(self, grads: Tensor) -> Tensor:
         K = grads.shape[0]
@@ -367,6 +368,7 @@ class NashMTL(Surgery):
     """
 
     name = "nashmtl"
+    ignores_row_scales = True  # alpha_i = b_i / |g_i|: each task's contribution is scale-free
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -40,6 +40,7 @@ POOLABLE_KEYS = {
     "train.seed",
     "train.device",
     "train.threads",
+    "train.compile",
     "train.log_every",
     "env.vector_strategy",
 }

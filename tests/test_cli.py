@@ -28,6 +28,7 @@ def assert_usage_error(result, *fragments: str) -> None:
         (["--seed", "abc"], ["argument --seed: invalid int value: 'abc'"]),
         (["--frobnicate"], ["unrecognized arguments: --frobnicate"]),
         (["--config", "smoke", "--total-steps", "105"], ["must be a multiple of the number"]),
+        (["train.compile=jit"], ["train.compile must be none or cudagraph, got 'jit'"]),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, fragments, tmp_path):

@@ -33,14 +33,15 @@ STAGES = 12
 """Barrier weights 1, 10, ..., 1e9: the last one's duality gap is about (K + 2) / 1e9."""
 STEPS = 3
 """Newton steps per barrier weight."""
-POLISH_STEPS = 2
-"""Newton steps on the support; from the barrier's last point one or two reach rounding level."""
+POLISH_STEPS = 4
+"""Newton steps on the support: from the barrier's last point two reach rounding level, four also
+where the optimum is close to degenerate (|g_w| near 0 in CAGrad)."""
 STEP_FRACTIONS = 12
 """Step lengths 1, 1/2, ..., 1/2^11 of the longest step that keeps x > 0, tried at once."""
 _TINY = 1e-300
 RIDGE = 1e-13
-"""Added to the Hessian's diagonal in the polish: a singular face (duplicate tasks) still has a
-Newton step, towards its minimiser of least norm."""
+"""Added to the Hessian's diagonal in the polish (relative to its largest entry): a singular
+face (duplicate tasks) still has a Newton step, towards its minimiser of least norm."""
 NNQP_RIDGE = 1e-12
 """Ridge on the cosine matrix of a projection onto the dual cone: with more tasks than
 dimensions its multipliers are not unique, and the ridge picks the smallest (the update is the
@@ -128,19 +129,24 @@ def _polish(problem: Problem, x: Tensor) -> Tensor:
 
     A support is the set of entries above a share (``SUPPORTS``) of the largest one. On the
     optimal support Newton's method lands on the exact minimiser; trying several shares at once
-    finds it also when the barrier's small entries do not separate cleanly from the rest.
+    finds it also when the barrier's small entries do not separate cleanly from the rest. Each
+    support is tried with the Hessian of f and with the Hessian of its quadratic majorant at
+    the current point (rho x^T Q x / 2 r instead of rho r, r = sqrt(x^T Q x)): the first
+    converges fastest, the second also where the optimum has r = 0 and the first is singular.
     """
     B, K = x.shape
-    T = len(SUPPORTS)
     exponents = torch.arange(SUPPORTS.start, SUPPORTS.stop, dtype=x.dtype, device=x.device)
-    support = x > 10.0 ** -exponents[:, None, None] * x.amax(-1, keepdim=True)  # [T, B, K]
+    support = x > 10.0 ** -exponents[:, None, None] * x.amax(-1, keepdim=True)  # [S, B, K]
+    support = torch.cat([support, support])  # [T = 2S, B, K]: Newton, then majorant
+    T = len(support)
+    rank_one = torch.arange(T, device=x.device) < T // 2
     candidates = Problem(*(part.expand(T, *part.shape).flatten(0, 1) for part in problem))
     start = torch.where(support, x, 0.0).flatten(0, 1)
-    y = _newton_on_support(candidates, start, support.flatten(0, 1))
-    y = y.unflatten(0, (T, B))
+    y = _newton_on_support(
+        candidates, start, support.flatten(0, 1), rank_one.repeat_interleave(B)
+    ).unflatten(0, (T, B))
     values = problem.value(y)
-    feasible = torch.isfinite(values) & (y >= 0).all(-1)
-    values = torch.where(feasible, values, torch.inf)
+    values = torch.where(torch.isfinite(values) & (y >= 0).all(-1), values, torch.inf)
     best = values.argmin(0)
     y = y.gather(0, best[None, :, None].expand(1, B, K)).squeeze(0)
     before, after = problem.value(x), values.gather(0, best[None]).squeeze(0)
@@ -148,19 +154,23 @@ def _polish(problem: Problem, x: Tensor) -> Tensor:
     return torch.where(better[:, None], y, x)
 
 
-def _newton_on_support(problem: Problem, y: Tensor, support: Tensor) -> Tensor:
-    """``POLISH_STEPS`` Newton steps for f (no barrier) over the entries in ``support``."""
+def _newton_on_support(problem: Problem, y: Tensor, support: Tensor, rank_one: Tensor) -> Tensor:
+    """``POLISH_STEPS`` Newton steps for f (no barrier) over the entries in ``support``; without
+    the Hessian's rank-one term of the norm where not ``rank_one`` [B]."""
     pair = support[:, :, None] & support[:, None, :]
     identity = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
     on_support = support.to(y.dtype)
+    rank_one = rank_one.to(y.dtype)[:, None, None]
     y = _on_simplex(y, problem.simplex)
     for _ in range(POLISH_STEPS):
         Qy, Ry, q = problem.products(y)
-        r = torch.where(problem.rho > 0, q.sqrt(), 1.0)[:, None]  # rho = 0: no norm term
+        r = torch.where(problem.rho > 0, q.sqrt().clamp(min=_TINY), 1.0)[:, None]
         grad = problem.c + Ry + problem.rho[:, None] * Qy / r
-        curvature = problem.Q / r[..., None] - Qy[:, :, None] * Qy[:, None, :] / r[..., None] ** 3
-        hess = problem.R + problem.rho[:, None, None] * curvature + RIDGE * identity
-        hess = torch.where(pair, hess, identity)
+        outer = Qy[:, :, None] * Qy[:, None, :] / r[..., None] ** 3
+        norm_term = problem.Q / r[..., None] - rank_one * outer
+        hess = problem.R + problem.rho[:, None, None] * norm_term
+        scale = hess.diagonal(dim1=-2, dim2=-1).abs().amax(-1)[:, None, None]
+        hess = torch.where(pair, hess + RIDGE * scale * identity, identity)
         y = y + _newton_direction(hess, grad * on_support, on_support, problem.simplex)
     return _on_simplex(y, problem.simplex)
 

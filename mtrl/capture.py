@@ -22,6 +22,7 @@ count as ordinary updates; the next call captures and then replays.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -32,6 +33,14 @@ WARMUP = 3
 """Eager updates before the capture."""
 
 Step = Callable[[Batch], dict[str, Tensor]]
+
+
+class Captured(NamedTuple):
+    """A recorded update: replaying ``graph`` reads ``inputs`` and writes ``outputs``."""
+
+    graph: torch.cuda.CUDAGraph
+    inputs: Batch
+    outputs: dict[str, Tensor]
 
 
 class GraphedUpdate:
@@ -46,26 +55,22 @@ class GraphedUpdate:
         self.generators = generators
         self.eager_calls = 0
         self.stream = torch.cuda.Stream()
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: Batch | None = None
-        self.outputs: dict[str, Tensor] = {}
+        self.captured: Captured | None = None
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
-        if self.graph is None:
-            if self.eager_calls < WARMUP:
-                self.eager_calls += 1
-                return self._on_side_stream(batch)
-            self._capture(batch)
-        assert self.graph is not None and self.inputs is not None
-        for static, new in zip(self.inputs, batch, strict=True):
+        if self.captured is None and self.eager_calls < WARMUP:
+            self.eager_calls += 1
+            return self._on_side_stream(batch)
+        captured = self.captured = self.captured or self._capture(batch)
+        for static, new in zip(captured.inputs, batch, strict=True):
             if static.shape != new.shape:
                 raise ValueError(
                     f"a captured update needs batches of one shape: got {tuple(new.shape)}, "
                     f"captured with {tuple(static.shape)}"
                 )
             static.copy_(new, non_blocking=True)
-        self.graph.replay()
-        return {key: value.clone() for key, value in self.outputs.items()}
+        captured.graph.replay()
+        return {key: value.clone() for key, value in captured.outputs.items()}
 
     def _on_side_stream(self, batch: Batch) -> dict[str, Tensor]:
         self.stream.wait_stream(torch.cuda.current_stream())
@@ -74,11 +79,13 @@ class GraphedUpdate:
         torch.cuda.current_stream().wait_stream(self.stream)
         return out
 
-    def _capture(self, batch: Batch) -> None:
+    def _capture(self, batch: Batch) -> Captured:
+        """Record ``step`` on the side stream (nothing runs yet). ``thread_local``: another
+        thread may use CUDA meanwhile (an env collector acting, say) without breaking it."""
         graph = torch.cuda.CUDAGraph()
         for generator in self.generators():
             graph.register_generator_state(generator)
-        self.inputs = Batch(*(t.clone() for t in batch))
-        with torch.cuda.graph(graph, stream=self.stream):
-            self.outputs = self.step(self.inputs)
-        self.graph = graph
+        inputs = Batch(*(t.clone() for t in batch))
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            outputs = self.step(inputs)
+        return Captured(graph, inputs, outputs)

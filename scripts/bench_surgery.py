@@ -181,6 +181,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--methods", nargs="+", help="default: all (--quick: four)")
+    ap.add_argument("--sizes", nargs="+", help="KxP, e.g. 10x1e6 50x1e6 (default: four sizes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -191,6 +193,9 @@ def main() -> None:
         sizes = [(10, 100_000), (10, 1_000_000), (50, 100_000), (50, 1_000_000)]
         repeat = args.repeat or 7
         methods = surgery.available()
+    methods = args.methods or methods
+    if args.sizes:
+        sizes = [(int(k), int(float(p))) for k, p in (size.split("x") for size in args.sizes)]
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}, "
         f"median of {repeat} calls (float32 grads)"

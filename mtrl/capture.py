@@ -58,10 +58,12 @@ class GraphedUpdate:
         self.captured: Captured | None = None
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
-        if self.captured is None and self.eager_calls < WARMUP:
-            self.eager_calls += 1
-            return self._on_side_stream(batch)
-        captured = self.captured = self.captured or self._capture(batch)
+        if self.captured is None:
+            if self.eager_calls < WARMUP:
+                self.eager_calls += 1
+                return self._on_side_stream(batch)
+            self.captured = self._capture(batch)
+        captured = self.captured
         for static, new in zip(captured.inputs, batch, strict=True):
             if static.shape != new.shape:
                 raise ValueError(

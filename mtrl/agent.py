@@ -157,9 +157,11 @@ class MTSAC:
             self._graphed = GraphedUpdate(self._step, self._generators)
 
     def _generators(self) -> list[torch.Generator]:
-        """Every generator an update draws from on the device."""
+        """Every generator an update draws from on the device (the surgery methods draw on the
+        gradients' device, ``cuda:0`` where ``self.device`` may say ``cuda``)."""
+        device = self.temperature.log_alpha.device
         methods = self.surgeries.values()
-        return [self.generator, *(method.generator_for(self.device) for method in methods)]
+        return [self.generator, *(method.generator_for(device) for method in methods)]
 
     def _make_surgeries(self, config: SurgeryConfig, seed: int) -> dict[str, surgery_lib.Surgery]:
         """One surgery object per component (stateful methods keep per-component state).

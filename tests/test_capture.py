@@ -48,12 +48,12 @@ def test_capture_problem_names_host_solvers(surgery, problem):
 
 def test_capturable_methods_are_the_sync_free_ones():
     expected = {"mean", "sum", "pcgrad", "gradvac", "graddrop", "cagrad", "cagrad_fast"}
-    assert set(capturable_methods()) == expected | {"gradops", "mgda"}
+    assert set(capturable_methods()) == expected | {"gradops", "mgda", "upgrad"}
 
 
 def test_cli_refuses_a_capture_it_cannot_do():
-    config = load_config(None, ["train.compile=cudagraph", "surgery.name=upgrad"])
-    with pytest.raises(ConfigError, match=r"train\.compile=cudagraph: surgery 'upgrad'"):
+    config = load_config(None, ["train.compile=cudagraph", "surgery.name=imtlg"])
+    with pytest.raises(ConfigError, match=r"train\.compile=cudagraph: surgery 'imtlg'"):
         check_capture(config, CUDA)
     check_capture(config, torch.device("cpu"))  # eager there, no error
 

@@ -26,7 +26,7 @@ pytestmark = [
 ]
 CUDA = torch.device("cuda")
 SYNC_FREE = ["none", "mean", "pcgrad", "gradvac", "graddrop", "cagrad", "cagrad_fast", "gradops"]
-SYNC_FREE += ["mgda"]
+SYNC_FREE += ["mgda", "upgrad"]
 CAPTURED = ["none", "pcgrad", "cagrad", "gradops", "mgda"]
 METRICS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_target")
 
@@ -165,7 +165,7 @@ def test_capture_with_a_host_solver_is_refused():
 
 
 # ------------------------------------------------------------------------ surgery on CUDA
-@pytest.mark.parametrize("name", ["cagrad", "cagrad_fast", "mgda", "gradops"])
+@pytest.mark.parametrize("name", ["cagrad", "cagrad_fast", "mgda", "gradops", "upgrad"])
 def test_device_solvers_on_cuda_match_the_cpu(name):
     g = torch.randn(6, 1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g[1] = -0.5 * g[0] + 0.1 * g[1]

@@ -21,7 +21,7 @@ TENSOR_METHODS = ("item", "cpu", "numpy", "tolist", "nonzero", "__bool__", "__in
 TORCH_FUNCTIONS = ("nonzero", "argwhere", "masked_select", "unique")
 LINALG_FUNCTIONS = ("solve", "inv", "cholesky", "eigh", "eigvalsh", "pinv", "lstsq", "svd", "det")
 SYNC_FREE = ["none", "mean", "sum", "pcgrad", "gradvac", "graddrop"]
-DEVICE_SOLVED = ["cagrad", "cagrad_fast", "mgda", "gradops"]
+DEVICE_SOLVED = ["cagrad", "cagrad_fast", "mgda", "gradops", "upgrad"]
 
 
 class HostSync(AssertionError):
@@ -114,7 +114,7 @@ def test_the_guard_catches_the_exact_solvers(monkeypatch, method):
         agent.update(make_batch())
 
 
-@pytest.mark.parametrize("method", ["cagrad", "mgda", "gradops"])
+@pytest.mark.parametrize("method", ["cagrad", "mgda", "gradops", "upgrad"])
 def test_device_solver_update_equals_the_exact_solver_update(method):
     exact, device = make_agent(method, solver="exact"), make_agent(method, solver="device")
     for step in range(3):

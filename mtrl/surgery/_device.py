@@ -13,13 +13,14 @@ Every problem here belongs to one family, batched over a leading dimension B:
 
 MGDA's min-norm point is (c = 0, rho = 1, R = 0, simplex), CAGrad's dual (c = Q m,
 rho = c |g_0|, R = 0, simplex), a projection onto the dual cone {d : g_i . d >= 0}
-(c = q, rho = 0, R = N, no simplex). The solver is a log-barrier interior-point method: a fixed
-schedule of barrier weights, a few Newton steps at each, then Newton's method on the support the
-barrier found, without the barrier (the exact minimiser when that support is the optimal one,
-the usual case; otherwise the barrier's point is kept). The term rho sqrt(x^T Q x) is not smooth
-where x^T Q x = 0; its second-order-cone barrier is minimised over the cone's extra variable in
-closed form, which leaves a function of x that is smooth everywhere, so the Newton steps are
-well defined at every barrier weight, also when the optimum has x^T Q x = 0.
+(c = q, rho = 0, R = N, no simplex: CAGrad's degenerate case, UPGrad). The solver is a
+log-barrier interior-point method: a fixed schedule of barrier weights, a few Newton steps at
+each, then Newton's method on the support the barrier found, without the barrier (the exact
+minimiser when that support is the optimal one, the usual case; otherwise the barrier's point
+is kept). The term rho sqrt(x^T Q x) is not smooth where x^T Q x = 0; its second-order-cone
+barrier is minimised over the cone's extra variable in closed form, which leaves a function of
+x that is smooth everywhere, so the Newton steps are well defined at every barrier weight, also
+when the optimum has x^T Q x = 0.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 STAGES = 12
-"""Barrier weights 1, 10, ..., 1e9: the last one's duality gap is about (K + 2) / 1e9."""
+"""Barrier weights 1, 10, ..., 1e11: the last one's duality gap is about (K + 2) / 1e11."""
 STEPS = 3
 """Newton steps per barrier weight."""
 POLISH_STEPS = 4
@@ -38,18 +39,18 @@ POLISH_STEPS = 4
 where the optimum is close to degenerate (|g_w| near 0 in CAGrad)."""
 STEP_FRACTIONS = 12
 """Step lengths 1, 1/2, ..., 1/2^11 of the longest step that keeps x > 0, tried at once."""
-_TINY = 1e-300
 RIDGE = 1e-13
 """Added to the Hessian's diagonal in the polish (relative to its largest entry): a singular
 face (duplicate tasks) still has a Newton step, towards its minimiser of least norm."""
 NNQP_RIDGE = 1e-12
 """Ridge on the cosine matrix of a projection onto the dual cone: with more tasks than
-dimensions its multipliers are not unique, and the ridge picks the smallest (the update is the
+dimensions its multipliers are not unique, and the ridge picks small ones (the update is the
 same)."""
 DEGENERATE = 1e-9
 """CAGrad: |g_w| at or below this share of |g_0| counts as 0 (the exact solver's threshold)."""
 SUPPORTS = range(2, 8)
 """Candidate supports for the polish: the entries above 10^-s of the largest one, s in these."""
+_TINY = 1e-300
 
 
 class Problem(NamedTuple):
@@ -256,23 +257,59 @@ def cagrad_weights(G: Tensor, m: Tensor, M: Tensor, c: float) -> Tensor:
     answer is picked by ``torch.where``.
     """
     mean_w = m @ M
+    if c == 0:
+        return mean_w
     top = G.diagonal().amax()
     Q = G / top.clamp(min=_TINY)
     g0sq = m @ Q @ m
     rho = c * g0sq.clamp(min=0).sqrt()
     N, norms, active = cosine_matrix(Q)
     inv = torch.where(active, 1 / torch.where(active, norms, 1.0), 0.0)
-    q = (Q @ m) * inv
-    ridge = torch.where(active, NNQP_RIDGE, 1.0)  # zero rows: their multiplier is 0
     zeros = torch.zeros_like(Q)
-    x = solve(_batch((Q, Q @ m, rho, zeros, True), (zeros, q, 0.0, N + torch.diag(ridge), False)))
-    w, z = x[0], x[1]
+    cone, scale = _dual_cone_problems(N, active, ((Q @ m) * inv)[None])
+    x = solve(_concat(_batch((Q, Q @ m, rho, zeros, True)), cone))
+    w, z = x[0], x[1] * scale[0]
     gw = (w @ Q @ w).clamp(min=0).sqrt()
     dual = mean_w + (rho / gw.clamp(min=_TINY)) * (w @ M)
     projection = mean_w + (z * inv) @ M
     regular = gw > DEGENERATE * g0sq.clamp(min=0).sqrt()
     out = torch.where(regular, dual, projection)
-    return torch.where((top > 0) & (g0sq > 1e-30) & (c > 0), out, mean_w)
+    return torch.where((top > 0) & (g0sq > 1e-30), out, mean_w)
+
+
+def upgrad_weights(G: Tensor) -> Tensor:
+    """``methods.UPGrad`` on the device: 1/K plus, for every task i, the multipliers of the
+    projection of g_i / K onto the dual cone (the K projections as one batch)."""
+    K = G.shape[0]
+    N, norms, active = cosine_matrix(G)
+    inv = torch.where(active, 1 / torch.where(active, norms, 1.0), 0.0)
+    q = G * inv[None, :] / K  # row i: the unit rows' products with g_i / K
+    cone, scale = _dual_cone_problems(N, active, q)
+    z = solve(cone) * scale[:, None]
+    z = torch.where(active[:, None], z, 0.0)
+    return 1.0 / K + (z * inv).sum(0)
+
+
+def _dual_cone_problems(N: Tensor, active: Tensor, q: Tensor) -> tuple[Problem, Tensor]:
+    """The projections x + U^T z of the vectors x with U x = q (rows of q [B, K]) onto
+    {d : U d >= 0}, U the unit rows with cosine matrix N: min 1/2 z^T N z + q.z over z >= 0.
+
+    Each is scaled to max |q| = 1 (the barrier's accuracy is absolute); returns the problems and
+    the scales (z = scale * solution). A zero row's multiplier is held at 0 by a unit ridge; where
+    no entry of q is negative, x already lies in the cone and the solution is z = 0.
+    """
+    B, K = q.shape
+    scale = q.abs().amax(-1).clamp(min=_TINY)
+    ridge = torch.diag(torch.where(active, NNQP_RIDGE, 1.0))
+    R = (N + ridge).expand(B, K, K)
+    zeros = torch.zeros_like(R)
+    outside = (q < 0).any(-1)
+    problems = Problem(zeros, q / scale[:, None], zeros[:, 0, 0], R, zeros[:, 0, 0] != 0)
+    return problems, torch.where(outside, scale, 0.0)
+
+
+def _concat(*batches: Problem) -> Problem:
+    return Problem(*(torch.cat(parts) for parts in zip(*batches, strict=True)))
 
 
 def gradops_coefficients(G: Tensor, eps: float) -> Tensor:

@@ -484,18 +484,22 @@ class AlignedMTL(Surgery):
 # -------------------------------------------------------------------------------- UPGrad
 class UPGrad(Surgery):
     """UPGrad (Quinton & Rey, 2024): the mean of the projections of every row onto the dual
-    cone {d : g_j . d >= 0 for all j}.  Each projection is an exact non-negative QP (active
-    set) solved on the *cosine* matrix (the cone does not depend on the row norms), so tasks
-    with a tiny share of the total norm are protected; no regulariser.  Scale: mean of the
-    projected rows.  Non-conflicting: g_j . update >= 0 up to rounding.
+    cone {d : g_j . d >= 0 for all j}.  Each projection is a non-negative QP on the *cosine*
+    matrix (the cone does not depend on the row norms), so tasks with a tiny share of the total
+    norm are protected; no regulariser.  Exact solver: active set per row (numpy, one K x K
+    host copy per call); device solver: the K projections as one batched interior-point solve.
+    Scale: mean of the projected rows.  Non-conflicting: g_j . update >= 0 up to rounding.
     """
 
     name = "upgrad"
-    host_solver = True
+    options_spec: ClassVar[dict[str, Option]] = {"solver": SOLVER, "seed": SEED}
 
     def _aggregate(self, grads: Tensor) -> Tensor:
+        G = gram(grads)
+        if not self._solves_on_host(G.device):
+            return combine(dev.upgrad_weights(G), grads)
         K = grads.shape[0]
-        G = to_numpy64(gram(grads))
+        G = to_numpy64(G)
         N, norms, active = solv.cosine_matrix(G)
         inv = np.where(active, 1.0 / np.where(active, norms, 1.0), 0.0)
         w = np.full(K, 1.0 / K)

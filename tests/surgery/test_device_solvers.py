@@ -16,7 +16,7 @@ from mtrl.surgery import _device, _solvers
 from mtrl.surgery.methods import gradops_coefficients
 
 SETTINGS = settings(max_examples=30, deadline=None)
-SOLVED = ["cagrad", "cagrad_fast", "mgda", "gradops"]
+SOLVED = ["cagrad", "cagrad_fast", "mgda", "gradops", "upgrad"]
 """Methods with a ``solver`` option."""
 
 
@@ -137,6 +137,16 @@ def test_gradops_gram_schmidt_coefficients_equal_the_pseudo_inverse(g):
     torch.testing.assert_close(device @ g, exact @ g, rtol=0, atol=1e-7 * top(g))
 
 
+# ----------------------------------------------------------------------------- UPGrad
+@SETTINGS
+@given(problems())
+def test_upgrad_device_equals_exact_and_conflicts_with_no_task(g):
+    exact, device = both("upgrad", g)
+    torch.testing.assert_close(device, exact, rtol=0, atol=1e-7 * top(g))
+    norms = g.norm(dim=1)
+    assert ((g @ device) >= -1e-9 * norms * norms.max()).all()
+
+
 # ---------------------------------------------------------------- the shared interior point
 @SETTINGS
 @given(problems(k_max=10))
@@ -182,7 +192,7 @@ def test_auto_means_exact_on_cpu_and_device_elsewhere(name):
 
 def test_host_solvers_and_randomised_methods_report_their_syncs():
     cuda = torch.device("cuda")
-    for name in ("imtlg", "nashmtl", "alignedmtl", "upgrad"):
+    for name in ("imtlg", "nashmtl", "alignedmtl"):
         assert surgery.make(name).syncs(cuda)
     for name in ("mean", "sum", "pcgrad", "gradvac", "graddrop"):
         assert not surgery.make(name).syncs(cuda)

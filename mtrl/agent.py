@@ -74,7 +74,8 @@ def capture_problem(surgery: SurgeryConfig, device: torch.device) -> str | None:
         return None
     method = surgery_lib.make(surgery.name, **surgery.options)
     if method.syncs(device):
-        solver = " (with surgery.options.solver=exact)" if "solver" in method.options else ""
+        has_solver = "solver" in type(method).options_spec
+        solver = " (with surgery.options.solver=exact)" if has_solver else ""
         return (
             f"surgery '{surgery.name}'{solver} solves on the host, which waits for the device; "
             f"capturable: {', '.join(capturable_methods())} (solver auto or device)"

@@ -182,9 +182,9 @@ class Surgery:
 
     def _solves_on_host(self, device: torch.device) -> bool:
         """Whether this call solves with numpy on the host (``solver`` option, else the class)."""
-        solver = self._options.get("solver")
-        if solver is None:
+        if "solver" not in type(self).options_spec:
             return self.host_solver
+        solver = self._options["solver"]
         return solver == "exact" or (solver == "auto" and device.type == "cpu")
 
     def syncs(self, device: torch.device) -> bool:

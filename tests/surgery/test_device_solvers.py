@@ -195,7 +195,7 @@ def test_host_solvers_and_randomised_methods_report_their_syncs():
     for name in ("imtlg", "nashmtl", "alignedmtl"):
         assert surgery.make(name).syncs(cuda)
     pytest.importorskip("torchjd")
-    assert surgery.make("torchjd:UPGrad").syncs(cuda)  # TorchJD's aggregators may synchronise
+    assert surgery.make("torchjd:MGDA").syncs(cuda)  # TorchJD's aggregators may synchronise
     for name in ("mean", "sum", "pcgrad", "gradvac", "graddrop"):
         assert not surgery.make(name).syncs(cuda)
 

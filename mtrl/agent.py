@@ -6,6 +6,11 @@ place where the K losses of a component become a gradient step: either the gradi
 mean (plain MT-SAC), or the K per-task gradients from one vectorised pass, combined by a
 gradient-surgery method (:mod:`mtrl.surgery`). A loss balancer (:mod:`mtrl.balancers`) weights
 the K losses first (on the surgery path: the K gradient rows).
+
+The update never waits for the device: no ``.item()``, no host copy, no data-dependent Python
+branching (the surgery methods whose ``syncs(device)`` is false included), and Adam keeps its
+step count on CUDA devices (``capturable``). So a CUDA device queue runs ahead of Python, and
+the whole update can be replayed as one CUDA graph (``cuda_graph=True``, :mod:`mtrl.capture`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from torch.func import functional_call
 
 from mtrl import balancers as balancer_lib
 from mtrl import surgery as surgery_lib
+from mtrl.capture import GraphedUpdate
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
 from mtrl.networks import Actor, Temperature, TwinCritic, task_specific_parameters
 from mtrl.replay import Batch
 from mtrl.seeding import stream_seed
+from mtrl.staging import to_device, to_host
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params, Any], torch.Tensor]
@@ -98,6 +105,36 @@ class Component(NamedTuple):
     shared_numel: int
 
 
+def capture_problem(
+    surgery: SurgeryConfig, device: torch.device, balancer: BalancerConfig | None = None
+) -> str | None:
+    """Why the update on ``device`` with this surgery cannot be a CUDA graph (None: it can).
+
+    Loss balancers keep state that their ``update`` replaces; capturing them is not supported.
+    """
+    if device.type != "cuda":
+        return f"a CUDA graph needs a CUDA device, not {device.type}"
+    if balancer is not None and balancer.name != "none":
+        return f"balancer '{balancer.name}' cannot be captured; use train.compile=none with it"
+    if surgery.name == "none":
+        return None
+    method = surgery_lib.make(surgery.name, **surgery.options)
+    if method.syncs(device):
+        has_solver = "solver" in type(method).options_spec
+        solver = " (with surgery.options.solver=exact)" if has_solver else ""
+        return (
+            f"surgery '{surgery.name}'{solver} solves on the host, which waits for the device; "
+            f"capturable: {', '.join(capturable_methods())} (solver auto or device)"
+        )
+    return None
+
+
+def capturable_methods() -> list[str]:
+    """Surgery methods that can run inside a CUDA graph (with their default options)."""
+    cuda = torch.device("cuda")
+    return [name for name in surgery_lib.available() if not surgery_lib.make(name).syncs(cuda)]
+
+
 class MTSAC:
     def __init__(
         self,
@@ -109,6 +146,7 @@ class MTSAC:
         seed: int = 0,
         surgery: SurgeryConfig | None = None,
         balancer: BalancerConfig | None = None,
+        cuda_graph: bool = False,
     ):
         self.config = config
         self.num_tasks = num_tasks
@@ -152,15 +190,37 @@ class MTSAC:
         """GradNorm's layer W: the last shared layer of each Q network (parameter names)."""
         self.updates = 0
         self._diagnostics: dict[str, torch.Tensor] = {}
+        self.cuda_graph = cuda_graph
+        self._graphed: GraphedUpdate | None = None
+        if cuda_graph:
+            problem = capture_problem(self.surgery_config, self.device, self.balancer_config)
+            if problem is not None:
+                raise ValueError(problem)
+            self.release_graph()
 
-    @staticmethod
-    def _component(name: str, module: nn.Module, lr: float, loss: LossFn) -> Component:
+    def _component(self, name: str, module: nn.Module, lr: float, loss: LossFn) -> Component:
+        """Adam is ``capturable`` on CUDA: its step count stays on the device, so a step never
+        reads it on the host and can be captured in a CUDA graph."""
         task_specific = task_specific_parameters(module)
         named = list(module.named_parameters())
         shared = [(n, p) for n, p in named if n not in task_specific]
         params = dict(shared + [(n, p) for n, p in named if n in task_specific])
-        optimizer = torch.optim.Adam(params.values(), lr=lr)
+        capturable = self.device.type == "cuda"
+        optimizer = torch.optim.Adam(params.values(), lr=lr, capturable=capturable)
         return Component(name, params, optimizer, loss, sum(p.numel() for _, p in shared))
+
+    def release_graph(self) -> None:
+        """Drop a captured update (after its state tensors were replaced, e.g. by loading a
+        checkpoint); with ``cuda_graph`` the next updates warm up and capture again."""
+        if self.cuda_graph:
+            self._graphed = GraphedUpdate(self._step, self._generators)
+
+    def _generators(self) -> list[torch.Generator]:
+        """Every generator an update draws from on the device (the surgery methods draw on the
+        gradients' device, ``cuda:0`` where ``self.device`` may say ``cuda``)."""
+        device = self.temperature.log_alpha.device
+        methods = self.surgeries.values()
+        return [self.generator, *(method.generator_for(device) for method in methods)]
 
     def _make_surgeries(self, config: SurgeryConfig, seed: int) -> dict[str, surgery_lib.Surgery]:
         """One surgery object per component (stateful methods keep per-component state), each
@@ -190,13 +250,13 @@ class MTSAC:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for a ``[K, obs_dim]`` array of observations, one row per env.
 
-        Acting sits in the env loop, so it skips the log-probability the update needs.
+        Acting sits in the env loop, so it skips the log-probability the update needs. The
+        observations go up and the actions come down through pinned buffers on CUDA.
         """
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        pre_tanh, log_std = self.actor.distribution(obs_t)
+        pre_tanh, log_std = self.actor.distribution(to_device(obs, self.device))
         if not deterministic:
             pre_tanh = pre_tanh + log_std.exp() * self._noise(pre_tanh.shape)
-        return torch.tanh(pre_tanh).cpu().numpy()
+        return to_host(torch.tanh(pre_tanh))
 
     # ----------------------------------------------------------------------------- losses
     def _critic_loss(self, params: Params, batch: CriticInputs) -> torch.Tensor:
@@ -232,8 +292,20 @@ class MTSAC:
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC step on a balanced ``[K, n, ...]`` batch: critic, actor, temperature, targets.
 
-        Returns per-task metrics as device tensors (no host sync here).
+        Returns per-task metrics as device tensors (no host sync here). With ``cuda_graph`` the
+        step is replayed from a CUDA graph, except the updates that compute surgery diagnostics
+        (every ``surgery.diagnostics_every``), which run eagerly: the same computation plus the
+        statistics.
         """
+        if self._graphed is not None and not self._diagnostics_due():
+            metrics = self._graphed(batch)
+        else:
+            metrics = self._step(batch)
+        self.updates += 1
+        return metrics
+
+    def _step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The update's device work, without the Python-side counters (what a graph captures)."""
         onehot = self.task_onehot(batch.obs)
         target = self.critic_target_values(batch)
         critic_losses = self._descend(
@@ -252,7 +324,6 @@ class MTSAC:
         alpha_losses = self._descend(self.components["alpha"], AlphaInputs(onehot, log_prob))
 
         self._update_targets()
-        self.updates += 1
         metrics = {
             "critic_loss": critic_losses,
             "actor_loss": actor_losses,
@@ -260,14 +331,14 @@ class MTSAC:
             "alpha": self.temperature.log_alpha.detach().exp(),
             "entropy": -log_prob.mean(-1),
             "q_target": target.mean(-1),
+            **self._diagnostics,  # clipping norms, balancer weights, due surgery statistics
         }
-        metrics.update(self._diagnostics)
         self._diagnostics = {}
         return metrics
 
     def _diagnostics_due(self) -> bool:
         every = self.surgery_config.diagnostics_every
-        return every > 0 and (self.updates + 1) % every == 0
+        return bool(self.surgeries) and every > 0 and (self.updates + 1) % every == 0
 
     def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
         """Turn a component's K per-task losses into one optimizer step; returns the losses.

@@ -75,6 +75,7 @@ _TMP_FILE = re.compile(r"^\..+\.tmp-\d+$")
 RESUME_MUTABLE_KEYS = (
     "train.device",
     "train.threads",
+    "train.compile",
     "checkpoint.every",
     "checkpoint.keep_last",
     "checkpoint.keep_best",
@@ -347,6 +348,7 @@ def _load_agent_state(agent: MTSAC, state: dict[str, Any]) -> None:
         component.optimizer.load_state_dict(state["optimizers"][name])
     agent.generator.set_state(state["generator"])
     agent.updates = state["updates"]
+    agent.release_graph()  # a captured update would still use the replaced optimizer state
     if set(state["surgery"]) != set(agent.surgeries):
         raise CheckpointError("the checkpoint's gradient-surgery state does not fit this agent")
     for name, method in agent.surgeries.items():

@@ -26,6 +26,8 @@ from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import require_wandb
 
 if TYPE_CHECKING:
+    import torch
+
     from mtrl.train import Trainer
 
 USAGE_ERROR = 2
@@ -137,7 +139,7 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         help="continue the run in DIR from its latest checkpoint, with its stored config; "
-        "overrides may only change train.device, train.threads and checkpoint.*",
+        "overrides may only change train.device, train.threads, train.compile and checkpoint.*",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -218,6 +220,17 @@ def check_balancer(config: Config) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def check_capture(config: Config, device: torch.device) -> None:
+    """``train.compile=cudagraph`` on a CUDA device needs a surgery method that can be captured
+    (on another device the update runs eagerly: see ``mtrl.train.use_cuda_graph``)."""
+    from mtrl.agent import capture_problem
+
+    if config.train.compile == "cudagraph" and device.type == "cuda":
+        problem = capture_problem(config.surgery, device, config.balancer)
+        if problem is not None:
+            raise ConfigError(f"train.compile=cudagraph: {problem}")
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = train_parser().parse_intermixed_args(argv)
@@ -229,6 +242,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         from mtrl.train import Trainer, resolve_device
 
         device = resolve_device(config.train.device)
+        check_capture(config, device)
         run_dir = create_run_dir(args.out or default_run_dir(config))
     except (ConfigError, ValueError) as exc:
         return fail("mtrl-train", exc)
@@ -253,6 +267,7 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
         from mtrl.train import Trainer, resolve_device
 
         device = resolve_device(config.train.device)
+        check_capture(config, device)
         trainer = Trainer(config, args.resume, progress=not args.no_progress, resume=checkpoint)
     except (ConfigError, CheckpointError, ValueError) as exc:
         return fail("mtrl-train", exc)

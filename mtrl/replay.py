@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from mtrl.staging import host_buffer
+
 
 class Batch(NamedTuple):
     """Transitions shaped ``[K, n, ...]``: row k holds n samples of task k."""
@@ -27,7 +29,8 @@ class MultiTaskReplay:
     The vector env yields exactly one transition per task per step, so one write position serves
     all K buffers. A transition is one row of a ``[K, capacity, D]`` tensor on ``device`` (obs,
     action, reward, next obs, terminated, truncated side by side): adding is one host-to-device
-    copy per step and sampling one gather, and sampling never leaves the device.
+    copy per step (from a pinned buffer on CUDA, which the host does not wait for) and sampling
+    one gather, and neither waits for the device.
     """
 
     def __init__(
@@ -68,10 +71,13 @@ class MultiTaskReplay:
         that is the final observation of the episode, not the first of the next one.
         """
         columns = (obs, action, reward, next_obs, terminated, truncated)
-        row = np.concatenate(
-            [np.asarray(c, dtype=np.float32).reshape(self.num_tasks, -1) for c in columns], axis=1
+        row = host_buffer((self.num_tasks, self.data.shape[-1]), self.device)
+        np.concatenate(
+            [np.asarray(c, dtype=np.float32).reshape(self.num_tasks, -1) for c in columns],
+            axis=1,
+            out=row.numpy(),
         )
-        self.data[:, self.position] = torch.from_numpy(row).to(self.device, non_blocking=True)
+        self.data[:, self.position].copy_(row, non_blocking=True)
         self.position = (self.position + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 

@@ -44,6 +44,7 @@ POOLABLE_KEYS = {
     "train.seed",
     "train.device",
     "train.threads",
+    "train.compile",
     "train.log_every",
     "env.vector_strategy",
     "train.protocol",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,18 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{name}' requested but CUDA is not available; use cpu or auto")
     return device
+
+
+def use_cuda_graph(compile: str, device: torch.device) -> bool:
+    """``train.compile=cudagraph`` on a CUDA device; on another device the update runs eagerly
+    (the same computation), with a note on stderr, so one config serves GPU and CPU machines."""
+    if compile != "cudagraph":
+        return False
+    if device.type != "cuda":
+        note = f"note: train.compile=cudagraph needs CUDA; the updates run eagerly on {device}"
+        print(note, file=sys.stderr)
+        return False
+    return True
 
 
 class EpisodeStats:
@@ -166,6 +179,7 @@ class Trainer:
             train.seed,
             config.surgery,
             config.balancer,
+            cuda_graph=use_cuda_graph(train.compile, self.device),
         )
         self.replay = MultiTaskReplay(
             self.num_tasks,

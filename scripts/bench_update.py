@@ -1,13 +1,17 @@
 """One full MT-SAC update (critic + actor + temperature) with each surgery method vs without.
 
 MT10 and MT50 default networks (3 x 400) and batches (128 per task), on the chosen device, side
-by side in one run: every round times the plain update and then every method once, so drift on
-a shared machine hits all alike; the table shows medians over rounds. A second table times the
-per-task critic gradients: one vmapped pass vs a loop of K backward passes vs one plain backward.
-The last line is one JSON object with the ratios.
+by side in one run: every round times a burst of updates of the plain agent and then of every
+method's, so drift on a shared machine hits all alike; the table shows medians over rounds of
+the time per update. A burst is queued back to back and the device drained once at its end, as
+in training, where an update that never waits for the device lets Python run ahead of it.
+``--compile cudagraph`` adds each method replayed from a CUDA graph (``+graph`` rows). Methods
+take options as NAME:KEY=VALUE (``cagrad:solver=exact``: the host solver on a GPU). A second
+table times the per-task critic gradients: one vmapped pass vs a loop of K backward passes vs
+one plain backward. The last line is one JSON object with the times and ratios.
 
     python scripts/bench_update.py                      # CPU, MT10 and MT50, every method
-    python scripts/bench_update.py --device cuda        # on a GPU
+    python scripts/bench_update.py --device cuda --compile none cudagraph
     python scripts/bench_update.py --quick --benchmarks mt10 --methods pcgrad cagrad
 """
 
@@ -20,11 +24,14 @@ import time
 from collections.abc import Callable
 
 import torch
+import yaml
 
 from mtrl import surgery
-from mtrl.agent import MTSAC, CriticInputs
+from mtrl.agent import MTSAC, CriticInputs, capture_problem
+from mtrl.capture import WARMUP
 from mtrl.config import AgentConfig, SurgeryConfig
 from mtrl.replay import Batch
+from mtrl.sweep import parse_method
 
 STATE_DIM, ACTION_DIM = 39, 4
 TASKS = {"mt10": 10, "mt50": 50}
@@ -65,33 +72,55 @@ def random_batch(num_tasks: int, per_task: int, device: torch.device, seed: int)
     )
 
 
-def make_agent(num_tasks: int, method: str, device: torch.device) -> MTSAC:
+def surgery_config(spec: str) -> SurgeryConfig:
+    """``NAME`` or ``NAME:KEY=VALUE,...`` (as mtrl-sweep's --methods), without diagnostics."""
+    method = parse_method(spec)
+    options = {key: yaml.safe_load(value) for key, value in method.options}
+    return SurgeryConfig(name=method.name, options=options, diagnostics_every=0)
+
+
+def make_agent(num_tasks: int, spec: str, device: torch.device, cuda_graph: bool = False) -> MTSAC:
     torch.manual_seed(0)
-    return MTSAC(
-        STATE_DIM + num_tasks,
-        ACTION_DIM,
-        num_tasks,
-        AgentConfig(),
-        device,
-        seed=0,
-        surgery=SurgeryConfig(name=method, diagnostics_every=0),
-    )
+    config = AgentConfig()
+    obs_dim = STATE_DIM + num_tasks
+    surgery = surgery_config(spec)
+    return MTSAC(obs_dim, ACTION_DIM, num_tasks, config, device, 0, surgery, cuda_graph)
 
 
 def bench_updates(
-    benchmark: str, methods: list[str], rounds: int, device: torch.device
+    benchmark: str,
+    methods: list[str],
+    rounds: int,
+    burst: int,
+    device: torch.device,
+    modes: list[str],
 ) -> dict[str, float]:
+    """Milliseconds per update (median over rounds) per method, ``+graph`` for captured ones
+    (methods that cannot be captured are left out of those, with a note)."""
     num_tasks = TASKS[benchmark]
-    agents = {m: make_agent(num_tasks, m, device) for m in ["none", *methods]}
+    agents = {}
+    for mode in modes:
+        graph = mode == "cudagraph"
+        for spec in ["none", *methods]:
+            problem = capture_problem(surgery_config(spec), device) if graph else None
+            if problem is not None:
+                print(f"  {spec}+graph: not captured ({problem})")
+                continue
+            agents[spec + ("+graph" if graph else "")] = make_agent(num_tasks, spec, device, graph)
     batches = [random_batch(num_tasks, 128, device, seed) for seed in range(4)]
-    for agent in agents.values():  # warm-up: allocations, solver compilation, caches
-        agent.update(batches[0])
-    times: dict[str, list[float]] = {m: [] for m in agents}
+    for agent in agents.values():  # warm-up: allocations, caches, the graphs' capture
+        for step in range(WARMUP + 2 if agent.cuda_graph else 1):
+            agent.update(batches[step % len(batches)])
+    times: dict[str, list[float]] = {label: [] for label in agents}
+
+    def run(agent: MTSAC, first: int) -> None:
+        for step in range(burst):
+            agent.update(batches[(first + step) % len(batches)])
+
     for r in range(rounds):
-        batch = batches[r % len(batches)]
-        for method, agent in agents.items():
-            times[method].append(timed(lambda a=agent, b=batch: a.update(b), device))
-    return {m: statistics.median(t) for m, t in times.items()}
+        for label, agent in agents.items():
+            times[label].append(timed(lambda a=agent, r=r: run(a, r), device) / burst)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def bench_per_task_grads(benchmark: str, rounds: int, device: torch.device) -> dict[str, float]:
@@ -131,26 +160,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--benchmarks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=surgery.available())
+    parser.add_argument(
+        "--methods", nargs="+", default=surgery.available(), help="NAME or NAME:KEY=VALUE,..."
+    )
+    parser.add_argument(
+        "--compile", nargs="+", default=["none"], choices=["none", "cudagraph"], dest="modes"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, 3)")
+    parser.add_argument("--burst", type=int, default=None, help="updates per timing (1; cuda 20)")
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if "cudagraph" in args.modes and device.type != "cuda":
+        parser.error("--compile cudagraph needs --device cuda")
+    burst = args.burst or (20 if device.type == "cuda" else 1)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {device} ({label}), torch {torch.__version__}, threads {args.threads}")
 
     summary: dict[str, object] = {"device": str(device)}
     for benchmark in args.benchmarks:
         rounds = args.rounds or (2 if args.quick else (5 if benchmark == "mt10" else 3))
-        ms = bench_updates(benchmark, args.methods, rounds, device)
+        ms = bench_updates(benchmark, args.methods, rounds, burst, device, args.modes)
         plain = ms["none"]
-        print(f"\n{benchmark.upper()}: MT-SAC update, 3 x 400, batch 128/task, median of {rounds}")
-        print(f"  {'method':<14}{'ms':>10}{'x plain':>10}")
+        print(
+            f"\n{benchmark.upper()}: MT-SAC update, 3 x 400, batch 128/task, ms per update in "
+            f"bursts of {burst}, median of {rounds}"
+        )
+        print(f"  {'method':<24}{'ms':>10}{'x plain':>10}")
         for method, value in ms.items():
-            print(f"  {method:<14}{value:10.1f}{value / plain:10.2f}")
-        summary[f"{benchmark}_plain_ms"] = round(plain, 2)
+            print(f"  {method:<24}{value:10.2f}{value / plain:10.2f}")
+        summary[f"{benchmark}_plain_ms"] = round(plain, 3)
+        summary[f"{benchmark}_ms"] = {m: round(v, 3) for m, v in ms.items()}
         summary[f"{benchmark}_ratio"] = {m: round(v / plain, 3) for m, v in ms.items()}
 
         grads = bench_per_task_grads(benchmark, rounds, device)

@@ -52,6 +52,7 @@ def assert_usage_error(result, *fragments: str) -> None:
             ["cannot both act on the critic", "ignores the scale of each task's gradient"],
         ),
         (["balancer.options.lr=1"], ["balancer.options are set but balancer.name is none"]),
+        (["train.compile=jit"], ["train.compile must be none or cudagraph, got 'jit'"]),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, fragments, tmp_path):

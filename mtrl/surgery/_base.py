@@ -80,13 +80,20 @@ def resolve_options(what: str, spec: dict[str, Option], options: dict[str, Any])
 
 
 SEED = Option(0, check_int(0), "seed of the object's own torch.Generator")
+SOLVER = Option(
+    "auto",
+    check_choice("auto", "exact", "device"),
+    "exact: numpy on the host (one device-to-host copy per call); device: torch ops with a fixed "
+    "iteration count on the gradients' device (no host sync, CUDA-graph capturable); auto: exact "
+    "for CPU tensors, device otherwise",
+)
 
 
 class Surgery:
     """Turns per-task gradients ``[K, P]`` into one update ``[P]`` (same device and dtype).
 
     Subclasses set ``name``, ``options_spec`` and implement ``_aggregate(grads) -> Tensor``.
-    All randomness comes from ``self.generator`` (a CPU ``torch.Generator`` seeded by ``seed``).
+    All randomness comes from :meth:`generator_for` the gradients' device, seeded by ``seed``.
     """
 
     name: str = ""
@@ -95,11 +102,16 @@ class Surgery:
     """True when multiplying one row by a positive factor does not change the direction of the
     update (IMTL-G, Nash-MTL): per-task loss weights (:mod:`mtrl.balancers`) cannot act through
     such a method."""
+    host_solver: ClassVar[bool] = False
+    """The method solves its small problem with numpy on the host (unless a ``solver`` option
+    says otherwise)."""
 
     def __init__(self, **options: Any) -> None:
         self._options = resolve_options(f"surgery {self.name!r}", type(self).options_spec, options)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self._options["seed"])
+        self._device_generator: torch.Generator | None = None
+        self._device_generator_state: Tensor | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -133,36 +145,75 @@ class Surgery:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors / scalars / lists / dicts only (safe for ``torch.load(weights_only=True)``)."""
-        return {
+        state = {
             "method": self.name,
             "options": dict(self._options),
             "generator": self.generator.get_state().clone(),
             "state": self._method_state(),
         }
+        if self._device_generator is not None:
+            state["device_generator"] = self._device_generator.get_state().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("method") != self.name:
             raise ValueError(f"state is for surgery {state.get('method')!r}, not {self.name!r}")
-        if dict(state.get("options", {})) != self._options:
+        # An option added after the state was saved has its default there.
+        defaults = {key: opt.default for key, opt in type(self).options_spec.items()}
+        saved = {**defaults, **state.get("options", {})}
+        if saved != self._options:
             raise ValueError(
-                f"state was saved with options {state.get('options')}, this object has "
+                f"state was saved with options {saved}, this object has "
                 f"{self._options}; make the object with the same options before loading"
             )
         self.generator.set_state(state["generator"].to(torch.uint8).cpu())
+        self._device_generator = None
+        self._device_generator_state = state.get("device_generator")
         self._load_method_state(state.get("state", {}))
 
+    # ------------------------------------------------------------- device
+    def generator_for(self, device: torch.device) -> torch.Generator:
+        """The generator of random draws on ``device``: ``self.generator`` on the CPU, else one
+        generator on that device, seeded with ``seed`` when first used (or restored by
+        :meth:`load_state_dict`). Drawing on the device needs no host-to-device copy, so a call
+        can be captured in a CUDA graph (register this generator with the graph)."""
+        if device.type == "cpu":
+            return self.generator
+        if self._device_generator is None or self._device_generator.device != device:
+            generator = torch.Generator(device)
+            if self._device_generator_state is None:
+                generator.manual_seed(self._options["seed"])
+            else:
+                generator.set_state(self._device_generator_state.to(torch.uint8).cpu())
+            self._device_generator = generator
+        return self._device_generator
+
+    def _solves_on_host(self, device: torch.device) -> bool:
+        """Whether this call solves with numpy on the host (``solver`` option, else the class)."""
+        if "solver" not in type(self).options_spec:
+            return self.host_solver
+        solver = self._options["solver"]
+        return solver == "exact" or (solver == "auto" and device.type == "cpu")
+
+    def syncs(self, device: torch.device) -> bool:
+        """Whether a call on gradients on ``device`` waits for that device (copies to the host).
+
+        False means the call is only queued device work: no host sync, capturable in a CUDA
+        graph."""
+        return device.type != "cpu" and self._solves_on_host(device)
+
     # ------------------------------------------------------------ utilities
-    def _draw_seed(self) -> int:
-        return int(torch.randint(0, 2**62, (1,), generator=self.generator).item())
+    def _random_keys(self, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        """Uniform float64 keys drawn on ``device``; sorting them gives random permutations."""
+        return torch.rand(
+            shape, generator=self.generator_for(device), dtype=torch.float64, device=device
+        )
 
     def _random_orders(self, K: int, device: torch.device) -> Tensor:
         """[K, K-1] orders: row i is a uniformly random permutation of the other tasks."""
-        keys = torch.rand(K, K, generator=self.generator, dtype=torch.float64)
+        keys = self._random_keys((K, K), device)
         keys.fill_diagonal_(2.0)  # task i itself sorts last and is cut off
-        orders = keys.argsort(dim=1)[:, : K - 1]
-        # One small host-to-device copy per call; non_blocking from pageable memory does not
-        # wait for the device queue (the data are staged at once).
-        return orders.to(device, non_blocking=True)
+        return keys.argsort(dim=1)[:, : K - 1]
 
 
 GRAM_CHUNK = 32768
@@ -189,12 +240,13 @@ def to_numpy64(G: Tensor) -> np.ndarray:
 
 
 def combine(weights: Tensor | np.ndarray, grads: Tensor) -> Tensor:
-    """update = weights^T grads, weights moved to the device without a sync."""
+    """update = weights^T grads, weights moved to the device without a sync.
+
+    Non-finite weights (never expected) become the mean's, so no NaN leaves the module."""
     if isinstance(weights, np.ndarray):
-        if not np.all(np.isfinite(weights)):  # never expected; keeps NaN out of the module
-            weights = np.full(grads.shape[0], 1.0 / grads.shape[0])
         weights = torch.from_numpy(np.ascontiguousarray(weights))
         weights = weights.to(grads.device, non_blocking=True)
+    weights = torch.where(torch.isfinite(weights).all(), weights, 1.0 / grads.shape[0])
     g = grads if grads.dtype in (torch.float32, torch.float64) else grads.float()
     return weights.to(g.dtype) @ g
 

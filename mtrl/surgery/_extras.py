@@ -50,7 +50,10 @@ def torchjd_options(agg_name: str) -> dict[str, Any]:
 class TorchJD(Surgery):
     """Wraps ``torchjd.aggregation.<Name>(**options)``; conventions are TorchJD's (e.g. its
     PCGrad sums).  TorchJD's randomised aggregators use torch's *global* generator, so ``seed``
-    only seeds this object's own generator; state = that generator."""
+    only seeds this object's own generator; state = that generator.  Treated as a host solver:
+    its aggregators may synchronise."""
+
+    host_solver = True
 
     def __init__(self, agg_name: str, **options: Any) -> None:
         self.name = TORCHJD_PREFIX + agg_name

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _device as dev
 from . import _solvers as solv
 from ._base import (
     SEED,
+    SOLVER,
     Option,
     Surgery,
     check_bool,
@@ -74,8 +76,8 @@ class PCGrad(Surgery):
     tasks drawn afresh for every task on every call, onto the normal plane of each *original*
     gradient g_j it conflicts with (g_i^PC . g_j < 0); never onto itself.  Rounds are batched
     over tasks.  Scale: the *mean* of the modified rows (the paper sums them).  Zero rows are
-    never projected onto (and stay zero).  Randomness: ``seed``; one tiny host-to-device copy of
-    the [K, K-1] orders per call.
+    never projected onto (and stay zero).  Randomness: ``seed``; the [K, K-1] orders are drawn on
+    the gradients' device.  No host sync.
     """
 
     name = "pcgrad"
@@ -192,6 +194,23 @@ def gradops_coefficients(G: np.ndarray, eps: float) -> np.ndarray:
     return C
 
 
+def gradops_weights(C: Tensor, G: Tensor, alpha: float) -> Tensor:
+    """Weights on the original rows of (1/K) sum_i w_i g'_i, g' = C J (GradOPS Eq. 3-5).
+
+    R_i = G'.g_i / |g_i|, w_i = r_i^alpha / mean(r^alpha) over the tasks with R_i > 0 (in log
+    space); tasks with R_i = 0 (then g'_i = 0) get weight 0.
+    """
+    K = G.shape[0]
+    norms = G.diagonal().clamp(min=0).sqrt()
+    nonzero = norms > 0
+    R = torch.where(nonzero, (C.sum(dim=0) @ G) / torch.where(nonzero, norms, 1.0), 0.0)
+    act = 1e-12 * R.amax().clamp(min=1e-300) < R
+    logit = torch.where(act, alpha * torch.where(act, R, 1.0).log(), -torch.inf)
+    e = torch.where(act, (logit - logit.amax()).exp(), 0.0)
+    w = torch.where(act.any(), act.sum() * e / e.sum().clamp(min=1e-300), 0.0)
+    return (w @ C) / K
+
+
 class GradOPS(Surgery):
     """GradOPS (Gradient deconfliction via Orthogonal Projections onto Subspaces), in Gram space.
 
@@ -201,31 +220,25 @@ class GradOPS(Surgery):
     ``(1/K) sum_i w_i g'_i`` (the paper sums; alpha = 0 gives the mean of the g'_i).
     Deviations: tasks with R_i = 0 (then g'_i = 0, their weight is irrelevant) are left out of
     the normalisation of w, so alpha < 0 cannot divide by zero; w is computed in log space.
-    Invariant to the task order (no randomness).
+    Invariant to the task order (no randomness).  Solver: exact (pseudo-inverse, numpy) or
+    device (Gram-Schmidt in coefficient space, as in the paper).
     """
 
     name = "gradops"
     options_spec: ClassVar[dict[str, Option]] = {
         "alpha": Option(0.0, check_float(), "trade-off exponent (paper Eq. 5)"),
+        "solver": SOLVER,
         "seed": SEED,
     }
 
     def _aggregate(self, grads: Tensor) -> Tensor:
-        K = grads.shape[0]
-        Gt = gram(grads)
-        G = to_numpy64(Gt)
-        C = gradops_coefficients(G, dtype_eps(grads))
-        norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
-        R = (C.sum(axis=0) @ G) / np.where(norms > 0, norms, 1.0)
-        R = np.where(norms > 0, R, 0.0)
-        act = 1e-12 * max(float(R.max(initial=0.0)), 1e-300) < R
-        w = np.zeros(K)
-        if act.any():
-            logit = self._options["alpha"] * np.log(R[act])
-            logit -= logit.max()
-            e = np.exp(logit)
-            w[act] = act.sum() * e / e.sum()
-        return combine((w @ C) / K, grads)
+        G = gram(grads)
+        if self._solves_on_host(G.device):
+            C = gradops_coefficients(to_numpy64(G), dtype_eps(grads))
+            C = torch.from_numpy(C).to(G.device, non_blocking=True)
+        else:
+            C = dev.gradops_coefficients(G, dtype_eps(grads))
+        return combine(gradops_weights(C, G, self._options["alpha"]), grads)
 
 
 # -------------------------------------------------------------------------------- CAGrad
@@ -259,30 +272,58 @@ class CAGrad(Surgery):
     d = g_0 + c|g_0| g_w/|g_w| (Algorithm 1).  Scale: paper's d, i.e. |d - g_0| <= c|g_0|
     (between (1-c) and (1+c) times the mean's norm); ``rescale=True`` divides by (1 + c^2) like
     the official code's default.  c = 0 gives the mean; K = 1 gives (1 + c) g.
-    Solver: see ``_solvers.cagrad_dual`` (normalised problem, exact closed-form KKT point on the
-    optimal face; interior-point accuracy ~1e-8 relative on singular faces), so it has not the
-    official SLSQP recipe's trap of returning its uniform start on a tiny raw Gram.  When 0 is in
-    the convex hull and the optimal g_w = 0, the update is the projection of g_0 onto the cone of
-    directions that conflict with no task (the optimal d closest to g_0).  CPU float64 solve:
-    one K x K device-to-host copy per call.
+    Exact solver: see ``_solvers.cagrad_dual`` (normalised problem, exact closed-form KKT point
+    on the optimal face; interior-point accuracy ~1e-8 relative on singular faces), so it has not
+    the official SLSQP recipe's trap of returning its uniform start on a tiny raw Gram; one K x K
+    device-to-host copy per call.  Device solver: ``_device.cagrad_weights`` (interior point and
+    a Newton polish, fixed iteration counts, no host sync).  When 0 is in the convex hull and the
+    optimal g_w = 0, the update is the projection of g_0 onto the cone of directions that
+    conflict with no task (the optimal d closest to g_0).
     """
 
     name = "cagrad"
     options_spec: ClassVar[dict[str, Option]] = {
         "c": Option(0.5, check_float(0.0), "radius of the ball around the mean, c |g_0|"),
         "rescale": Option(False, check_bool, "divide by 1 + c^2 like the official code"),
+        "solver": SOLVER,
         "seed": SEED,
     }
 
-    def _weights(self, G: np.ndarray) -> np.ndarray:
-        K = G.shape[0]
-        return cagrad_weights(G, np.full(K, 1.0 / K), np.eye(K), self._options["c"])
-
     def _aggregate(self, grads: Tensor) -> Tensor:
-        w = self._weights(to_numpy64(gram(grads)))
+        w = self._weights(gram(grads))
         if self._options["rescale"]:
             w = w / (1.0 + self._options["c"] ** 2)
         return combine(w, grads)
+
+    def _weights(self, G: Tensor) -> Tensor | np.ndarray:
+        K = G.shape[0]
+        return self._cagrad(G, torch.full((K,), 1.0 / K, dtype=G.dtype, device=G.device), None)
+
+    def _cagrad(self, G: Tensor, m: Tensor, M: Tensor | None) -> Tensor | np.ndarray:
+        """CAGrad's weights for rows ``M J`` (``None``: the rows of J) of Gram ``G``."""
+        M = torch.eye(G.shape[0], dtype=G.dtype, device=G.device) if M is None else M
+        c = self._options["c"]
+        if self._solves_on_host(G.device):
+            return cagrad_weights(to_numpy64(G), m.cpu().numpy(), M.cpu().numpy(), c)
+        return dev.cagrad_weights(G, m, M, c)
+
+
+def task_groups(perm: Tensor, k: int) -> Tensor:
+    """[k, K] averaging matrix of k near-equal groups of consecutive entries of ``perm``.
+
+    The first K mod k groups have one task more (like ``numpy.array_split``); row g has
+    1 / |group g| at the tasks of group g.  Built with device ops (no host round trip);
+    1 <= k <= K.
+    """
+    K = perm.shape[0]
+    base, extra = divmod(K, k)
+    position = torch.arange(K, device=perm.device)
+    long = extra * (base + 1)  # positions in the larger groups
+    group = torch.where(position < long, position // (base + 1), extra + (position - long) // base)
+    size = torch.where(group < extra, base + 1, base).to(torch.float64)
+    M = torch.zeros(k, K, dtype=torch.float64, device=perm.device)
+    M[group, perm] = 1.0 / size
+    return M
 
 
 class CAGradFast(CAGrad):
@@ -291,7 +332,8 @@ class CAGradFast(CAGrad):
     averages the rows of each group and runs CAGrad on those group gradients, with g_0 kept
     equal to the true mean (groups weighted by their size).  k = 1 gives (1 + c) * mean; k >= K
     gives CAGrad (the groups are single tasks).  Scale as CAGrad.  The partition comes from
-    ``seed``; the Gram of the groups is M G M^T, so it costs the same K x K Gram.
+    ``seed`` and is drawn on the gradients' device; the Gram of the groups is M G M^T, so it
+    costs the same K x K Gram.
     """
 
     name = "cagrad_fast"
@@ -299,36 +341,46 @@ class CAGradFast(CAGrad):
         "c": Option(0.5, check_float(0.0), "radius of the ball around the mean, c |g_0|"),
         "k": Option(4, check_int(1), "number of task groups"),
         "rescale": Option(False, check_bool, "divide by 1 + c^2 like the official code"),
+        "solver": SOLVER,
         "seed": SEED,
     }
-    last_groups: list[list[int]] | None = None
+    last_partition: Tensor | None = None
+    """The [k, K] averaging matrix of the last call."""
 
-    def _weights(self, G: np.ndarray) -> np.ndarray:
+    @property
+    def last_groups(self) -> list[list[int]] | None:
+        """The tasks of each group of the last call (reads the device)."""
+        if self.last_partition is None:
+            return None
+        return [row.nonzero().flatten().tolist() for row in self.last_partition.cpu()]
+
+    def _weights(self, G: Tensor) -> Tensor | np.ndarray:
         K = G.shape[0]
         k = min(self._options["k"], K)
-        perm = torch.randperm(K, generator=self.generator).numpy()
-        groups = [sorted(int(i) for i in part) for part in np.array_split(perm, k)]
-        self.last_groups = groups
-        M = np.zeros((k, K))
-        for gi, part in enumerate(groups):
-            M[gi, part] = 1.0 / len(part)
-        m = np.array([len(p) / K for p in groups])
-        return cagrad_weights(M @ G @ M.T, m, M, self._options["c"])
+        M = task_groups(self._random_keys((K,), G.device).argsort(), k)
+        self.last_partition = M
+        return self._cagrad(M @ G @ M.T, (M > 0).sum(dim=1).to(M.dtype) / K, M)
 
 
 # ---------------------------------------------------------------------------------- MGDA
 class MGDA(Surgery):
-    """MGDA (Desideri 2012; Sener & Koltun 2018): the exact minimum-norm point of the convex hull
-    of the rows, by Wolfe's algorithm (finite, exact up to a 1e-10 relative KKT tolerance), not
-    Frank-Wolfe.  Scale: convex weights (sum to one).  Zero update when 0 is in the hull (a
-    zero row, or a Pareto-stationary point).  Invariant to the overall scale; not to per-task
-    scales (by design of MGDA).  CPU float64 solve: one K x K device-to-host copy per call.
+    """MGDA (Desideri 2012; Sener & Koltun 2018): the minimum-norm point of the convex hull of
+    the rows, not by Frank-Wolfe.  Exact solver: Wolfe's algorithm (finite, exact up to a 1e-10
+    relative KKT tolerance), one K x K device-to-host copy per call.  Device solver:
+    ``_device.min_norm_simplex`` (interior point and a Newton polish, no host sync).  Scale:
+    convex weights (sum to one).  Zero update when 0 is in the hull (a zero row, or a
+    Pareto-stationary point).  Invariant to the overall scale; not to per-task scales (by design
+    of MGDA).
     """
 
     name = "mgda"
+    options_spec: ClassVar[dict[str, Option]] = {"solver": SOLVER, "seed": SEED}
 
     def _aggregate(self, grads: Tensor) -> Tensor:
-        return combine(solv.min_norm_simplex(to_numpy64(gram(grads))), grads)
+        G = gram(grads)
+        if self._solves_on_host(G.device):
+            return combine(solv.min_norm_simplex(to_numpy64(G)), grads)
+        return combine(dev.min_norm_simplex(G), grads)
 
 
 # ---------------------------------------------------------------------------------- IMTL-G
@@ -342,6 +394,7 @@ class IMTLG(Surgery):
 
     name = "imtlg"
     ignores_row_scales = True  # the unit gradients fix the direction; the weights only rescale
+    host_solver = True
 
     def _aggregate(self, grads: Tensor) -> Tensor:
         K = grads.shape[0]
@@ -369,6 +422,7 @@ class NashMTL(Surgery):
 
     name = "nashmtl"
     ignores_row_scales = True  # alpha_i = b_i / |g_i|: each task's contribution is scale-free
+    host_solver = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -408,6 +462,7 @@ class AlignedMTL(Surgery):
     """
 
     name = "alignedmtl"
+    host_solver = True
     options_spec: ClassVar[dict[str, Option]] = {
         "scale": Option("min", check_choice("min", "median", "rmse"), "eigenvalue used as scale"),
         "seed": SEED,
@@ -431,17 +486,22 @@ class AlignedMTL(Surgery):
 # -------------------------------------------------------------------------------- UPGrad
 class UPGrad(Surgery):
     """UPGrad (Quinton & Rey, 2024): the mean of the projections of every row onto the dual
-    cone {d : g_j . d >= 0 for all j}.  Each projection is an exact non-negative QP (active
-    set) solved on the *cosine* matrix (the cone does not depend on the row norms), so tasks
-    with a tiny share of the total norm are protected; no regulariser.  Scale: mean of the
-    projected rows.  Non-conflicting: g_j . update >= 0 up to rounding.
+    cone {d : g_j . d >= 0 for all j}.  Each projection is a non-negative QP on the *cosine*
+    matrix (the cone does not depend on the row norms), so tasks with a tiny share of the total
+    norm are protected; no regulariser.  Exact solver: active set per row (numpy, one K x K
+    host copy per call); device solver: the K projections as one batched interior-point solve.
+    Scale: mean of the projected rows.  Non-conflicting: g_j . update >= 0 up to rounding.
     """
 
     name = "upgrad"
+    options_spec: ClassVar[dict[str, Option]] = {"solver": SOLVER, "seed": SEED}
 
     def _aggregate(self, grads: Tensor) -> Tensor:
+        G = gram(grads)
+        if not self._solves_on_host(G.device):
+            return combine(dev.upgrad_weights(G), grads)
         K = grads.shape[0]
-        G = to_numpy64(gram(grads))
+        G = to_numpy64(G)
         N, norms, active = solv.cosine_matrix(G)
         inv = np.where(active, 1.0 / np.where(active, norms, 1.0), 0.0)
         w = np.full(K, 1.0 / K)
@@ -462,7 +522,7 @@ class GradDrop(Surgery):
     U ~ Uniform(0, 1) the positive entries are kept where P > U, the negative ones otherwise.
     Scale: the mean of the masked rows (the paper sums).  The paper applies it to activation
     gradients of a layer; here it acts on parameter gradients.  U is drawn on the gradients'
-    device from a generator seeded by the object's generator (no host sync).
+    device (no host sync).
     """
 
     name = "graddrop"
@@ -470,12 +530,10 @@ class GradDrop(Surgery):
     def _aggregate(self, grads: Tensor) -> Tensor:
         K, P = grads.shape
         g = grads if grads.dtype in (torch.float32, torch.float64) else grads.float()
-        gen = torch.Generator(device=g.device)
-        gen.manual_seed(self._draw_seed())
         total = g.sum(dim=0)
         absum = g.abs().sum(dim=0)
         purity = torch.where(absum > 0, 0.5 * (1 + total / absum.clamp(min=1e-300)), 0.5)
-        u = torch.rand(P, generator=gen, device=g.device, dtype=g.dtype)
+        u = torch.rand(P, generator=self.generator_for(g.device), device=g.device, dtype=g.dtype)
         keep = torch.where(purity > u, g > 0, g < 0)
         return (g * keep).sum(dim=0) / K
 

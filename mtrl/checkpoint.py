@@ -75,6 +75,7 @@ _TMP_FILE = re.compile(r"^\..+\.tmp-\d+$")
 RESUME_MUTABLE_KEYS = (
     "train.device",
     "train.threads",
+    "train.env_workers",
     "checkpoint.every",
     "checkpoint.keep_last",
     "checkpoint.keep_best",

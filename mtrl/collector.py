@@ -32,6 +32,7 @@ have answered), which is where checkpoints are written; the env state capture an
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import multiprocessing as mp
 import os
@@ -203,6 +204,9 @@ class EnvWorkers:
         # threads, its replay buffer, its CUDA context), on every platform alike.
         context = mp.get_context("spawn")
         self._workers: list[_Worker] = []
+        # Before multiprocessing's own exit handler (atexit runs last in, first out), which
+        # would wait forever for workers that ignore its SIGTERM and still have an open pipe.
+        atexit.register(self.close)
         try:
             for index, tasks in enumerate(_split(self.num_envs, num_workers)):
                 conn, child = context.Pipe()
@@ -257,6 +261,7 @@ class EnvWorkers:
                 w.process.kill()
                 w.process.join()
         self._workers = []
+        atexit.unregister(self.close)
 
     # ----------------------------------------------------------------------------- messages
     def _broadcast(self, command: str, *args: Any) -> None:

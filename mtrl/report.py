@@ -4,8 +4,8 @@ A run is a folder with ``metrics.jsonl``, ``config.yaml`` and ``meta.json`` (wha
 writes). Runs are grouped by benchmark protocol (``meta.json`` ``protocol``: benchmark, goal mode,
 horizon, reward version) and never pooled across protocols; within a protocol, by method
 (``surgery.name`` and its options). Runs of one method whose configs differ in anything but the
-seed (and settings that do not change results: device, threads, vector strategy, log cadence,
-checkpointing) become separate
+seed (and settings that do not change results: device, threads, env workers, vector strategy,
+log cadence, checkpointing) become separate
 rows, so that a table row always means "the same experiment, several seeds".
 
 Only finished runs (a final evaluation line) enter tables and plots; the others are listed with
@@ -40,6 +40,7 @@ POOLABLE_KEYS = {
     "train.seed",
     "train.device",
     "train.threads",
+    "train.env_workers",
     "train.log_every",
     "env.vector_strategy",
 }

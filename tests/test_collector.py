@@ -4,6 +4,8 @@ failures (a killed or hung worker), and whole runs against the serial schedule w
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from helpers import (
     TRAIN,
     assert_same_checkpoint,
+    child_env,
     logged_after,
     run_module,
     start_module,
@@ -176,6 +179,23 @@ def test_an_env_error_in_a_worker_is_reported(mt10, capfd):
     finally:
         workers.close()
     assert "Traceback" in capfd.readouterr().err  # the worker's own, for debugging
+
+
+def test_a_program_that_never_closes_its_workers_still_exits():
+    """Left to multiprocessing's exit handler, workers that ignore SIGTERM would hang it."""
+    code = (
+        "from mtrl.collector import EnvWorkers\n"
+        "from mtrl.config import EnvConfig\n"
+        "from mtrl.envs import make_envs, parse_benchmark\n"
+        "envs = make_envs(parse_benchmark('mt1:reach-v3'), EnvConfig(), seed=0)\n"
+        "workers = EnvWorkers(envs.env_fns, 'random', 1)\n"  # alive until the exit handlers
+        "print(*workers.pids)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=child_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert_all_gone([int(result.stdout)])
 
 
 @given(n=st.integers(1, 60), data=st.data())

@@ -212,13 +212,18 @@ class EnvWorkers:
                 conn, child = context.Pipe()
                 process = context.Process(
                     target=_serve,
-                    args=(child, [env_fns[i] for i in tasks], goal_mode),
+                    args=(child, goal_mode),
                     name=f"mtrl-env-worker-{index}",
                     daemon=True,
                 )
                 process.start()
                 child.close()  # the worker's end lives in the worker only: EOF when it dies
                 self._workers.append(_Worker(index, tasks, process, conn))
+            # The constructors (Meta-World's goals: ~16 kB per task) go through the pipe, not
+            # through start(): a worker that dies while it starts (e.g. a main module that
+            # starts workers again when imported) is then an error, not a blocked start().
+            for w in self._workers:
+                self._send(w, [env_fns[i] for i in w.tasks])
             spaces = self._gather()
         except BaseException:
             self.close()
@@ -268,9 +273,9 @@ class EnvWorkers:
         for w in self._workers:
             self._send(w, command, *args)
 
-    def _send(self, w: _Worker, command: str, *args: Any) -> None:
+    def _send(self, w: _Worker, *message: Any) -> None:
         try:
-            w.conn.send((command, args))
+            w.conn.send(message)
         except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
             raise _died(w) from None
 
@@ -327,18 +332,19 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _serve(conn: Connection, env_fns: list[Callable[[], gym.Env]], goal_mode: str) -> None:
-    """A worker: build the envs, then answer requests until the trainer's end of the pipe
-    closes (a normal close, or the trainer is gone)."""
+def _serve(conn: Connection, goal_mode: str) -> None:
+    """A worker: receive its envs' constructors and build them, then answer requests until the
+    trainer's end of the pipe closes (a normal close, or the trainer is gone)."""
     for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
     envs = None
     try:
+        (env_fns,) = conn.recv()
         envs = rebuild_envs(env_fns, goal_mode)
         conn.send((_OK, (envs.single_observation_space, envs.single_action_space)))
         while True:
-            command, args = conn.recv()
+            command, *args = conn.recv()
             conn.send((_OK, _COMMANDS[command](envs, *args)))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the trainer closed the pipe or is gone

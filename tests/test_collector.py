@@ -198,6 +198,28 @@ def test_a_program_that_never_closes_its_workers_still_exits():
     assert_all_gone([int(result.stdout)])
 
 
+def test_a_main_module_that_starts_workers_on_import_fails_instead_of_hanging(tmp_path):
+    """Spawned workers import the main module; one without a ``__main__`` guard starts workers
+    again there, which multiprocessing refuses: the worker dies while it starts."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from mtrl.collector import EnvWorkers\n"
+        "from mtrl.config import EnvConfig\n"
+        "from mtrl.envs import make_envs, parse_benchmark\n"
+        "envs = make_envs(parse_benchmark('mt1:reach-v3'), EnvConfig(), seed=0)\n"
+        "EnvWorkers(envs.env_fns, 'random', 1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=child_env()
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("mtrl.collector.EnvWorkerError: env worker 0 ")
+    )
+
+
 @given(n=st.integers(1, 60), data=st.data())
 def test_split_gives_contiguous_balanced_slices(n, data):
     parts = data.draw(st.integers(1, n))
@@ -282,7 +304,7 @@ def assert_same_run(a: Path, b: Path, final: int) -> None:
 
 # One Meta-World task (one env worker), 20-step episodes, a checkpoint every 100 steps.
 def mt1_run(out: Path) -> list[str]:
-    return tiny_mt1(600, out, "train.collector=overlap", "checkpoint.every=100")
+    return tiny_mt1(400, out, "train.collector=overlap", "checkpoint.every=100")
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +319,7 @@ def mt1_reference(tmp_path_factory):
 def test_sigkill_then_resume_with_overlap_equals_the_uninterrupted_run(mt1_reference, tmp_path):
     run = tmp_path / "run"
     victim = start_module(TRAIN, *mt1_run(run), log=tmp_path / "log")
-    wait_for(lambda: logged_after(run, 200), victim, "the checkpoint at 200")
+    wait_for(lambda: logged_after(run, 100), victim, "the checkpoint at 100")
     spawned = descendants(victim.pid)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
@@ -306,13 +328,13 @@ def test_sigkill_then_resume_with_overlap_equals_the_uninterrupted_run(mt1_refer
 
     resumed = run_module(TRAIN, "--resume", str(run), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(mt1_reference, run, 600)
+    assert_same_run(mt1_reference, run, 400)
 
 
 def test_a_killed_env_worker_stops_the_run_with_one_line_and_it_resumes(mt1_reference, tmp_path):
     run = tmp_path / "run"
     trainer = start_module(TRAIN, *mt1_run(run), log=tmp_path / "log")
-    wait_for(lambda: logged_after(run, 200), trainer, "the checkpoint at 200")
+    wait_for(lambda: logged_after(run, 100), trainer, "the checkpoint at 100")
     spawned = descendants(trainer.pid)
     (worker,) = env_workers(spawned)
     os.kill(worker, signal.SIGKILL)
@@ -330,7 +352,7 @@ def test_a_killed_env_worker_stops_the_run_with_one_line_and_it_resumes(mt1_refe
 
     resumed = run_module(TRAIN, "--resume", str(run), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(mt1_reference, run, 600)
+    assert_same_run(mt1_reference, run, 400)
 
 
 @pytest.mark.parametrize(

@@ -106,11 +106,15 @@ def run_module(module: str, *args: str, timeout: float = 600, **env: str):
     )
 
 
-def start_module(module: str, *args: str, log: Path) -> subprocess.Popen:
+def start_module(module: str, *args: str, log: Path, **popen) -> subprocess.Popen:
     """Start in the background; stdout and stderr go to ``log`` (no pipe to fill up)."""
     out = log.open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, env=child_env()
+        [sys.executable, "-m", module, *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+        **popen,
     )
 
 

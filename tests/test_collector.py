@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from mtrl import checkpoint as ckpt
 from mtrl import collector
 from mtrl.checkpoint import load_checkpoint, step_file, train_checkpoints
-from mtrl.cli import ENV_WORKER_FAILED, USAGE_ERROR, train_main
+from mtrl.cli import ENV_WORKER_FAILED, PREEMPTED, USAGE_ERROR, train_main
 from mtrl.collector import EnvWorkerError, EnvWorkers, step_envs
 from mtrl.config import EnvConfig
 from mtrl.envs import make_envs, parse_benchmark, rebuild_envs
@@ -353,6 +353,24 @@ def test_a_killed_env_worker_stops_the_run_with_one_line_and_it_resumes(mt1_refe
     resumed = run_module(TRAIN, "--resume", str(run), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(mt1_reference, run, 400)
+
+
+def test_sigterm_to_the_process_group_checkpoints_through_the_workers(tmp_path):
+    """A preemption signal that reaches every process (a batch system, a terminal): the workers
+    ignore it, the trainer checkpoints their envs and exits 3, and the run resumes."""
+    run = tmp_path / "run"
+    args = [*mt1_run(run), "checkpoint.every=0"]
+    trainer = start_module(TRAIN, *args, log=tmp_path / "log", start_new_session=True)
+    wait_for(lambda: logged_after(run, 100), trainer, "training")
+    spawned = descendants(trainer.pid)
+    os.killpg(trainer.pid, signal.SIGTERM)
+    assert trainer.wait(timeout=60) == PREEMPTED, (tmp_path / "log").read_text()
+    assert_all_gone(spawned)
+    (latest,) = train_checkpoints(run)
+    assert load_checkpoint(latest).step > 100
+    resumed = run_module(TRAIN, "--resume", str(run), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metrics(run)[-1]["step"] == 400
 
 
 @pytest.mark.parametrize(

@@ -3,27 +3,31 @@ with the serial collector and with the overlapped one, side by side.
 
 Two trainers are built from the same config, one with ``train.collector=serial`` and one with
 ``train.collector=overlap``, run past a short warm-up, then timed in alternating blocks of
-iterations, so that drift on a shared machine hits both alike. Inside the serial trainer's loop
-the parts are timed: the K envs' vector step, the policy's forward pass (act) and the
-update(s) (replay sample and MT-SAC update). Both loops are then compared with those parts:
+iterations, so that drift on a shared machine hits both alike. In each loop the parts are
+timed: ``step_async`` (the serial collector steps the K envs there; the overlapped one hands the
+actions to its workers), ``step_wait`` (the overlapped one waits for its workers), ``act`` (the
+policy's forward pass) and ``update`` (replay sample and MT-SAC update). With env = the serial
+loop's env step and update = its update, the script prints
 
-- loop / (env + update): about 1 for the serial loop (plus act and bookkeeping); the overlapped
-  loop goes below 1 by the env time it hides behind the update.
-- loop / max(env, update): the overlap's goal is a value close to 1, with one core for the
-  learner and the envs on the others.
+- loop / (env + update): about 1 for the serial loop (plus act and bookkeeping); below 1 for the
+  overlapped loop by the share of the env step it hides behind the update;
+- loop / max(env, update): the overlap's goal is a value close to 1, which takes one core for
+  the learner plus one per env worker.
 
-What a machine with about one effective core (the 2-core development VM) can and cannot show:
-the env workers and the learner then share that core, so the overlapped loop cannot beat the
-serial one; at best it costs the same, plus the pipe traffic (a few 10 us per step). It shows
-that the overlap adds no cost of its own. Whether it hides the env step behind the update needs
-a node with at least two free cores (``train.env_workers`` + 1). With the default 3 x 400
-networks the update dominates the env step (~200 ms against ~5 ms on one CPU core), so there is
-little to hide; small networks (``--hidden 64 64 --batch-per-task 32``) or a GPU make the two
-comparable.
+What a machine with about one effective core (the 2-core development VM, shared with other
+jobs) can and cannot show: the env workers and the learner then share that core, so the
+overlapped loop cannot beat the serial one; the worker's env step runs inside the learner's
+``step_async`` or stretches its ``update`` instead of running beside it. It can show that the
+overlap adds little of its own (two process switches and a few kB through a pipe per
+iteration) and that the parts add up as expected. Whether the env step hides behind the update
+needs a node with ``train.env_workers`` + 1 free cores. With the default 3 x 400 networks the
+update dominates (~200 ms against ~5 ms for the MT10 env step on one CPU core), so there is
+little to hide on a CPU; small networks (``--hidden 64 64 --batch-per-task 32``) or a GPU update
+make the two comparable.
 
     python scripts/bench_loop.py                                   # mt10 preset networks
     python scripts/bench_loop.py --hidden 64 64 --batch-per-task 32
-    python scripts/bench_loop.py --quick
+    python scripts/bench_loop.py --quick --workers 4
 """
 
 from __future__ import annotations
@@ -40,16 +44,15 @@ from typing import Any
 import torch
 
 from mtrl.collector import default_env_workers
-from mtrl.config import load_config
+from mtrl.config import Config, load_config
 from mtrl.train import Trainer
 
 
 class Timers:
-    """Seconds spent per name, and the number of calls, while ``on``."""
+    """Seconds spent per name while ``on``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
         self.on = False
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,7 +63,6 @@ class Timers:
             finally:
                 if self.on:
                     self.seconds[name] += time.perf_counter() - start
-                    self.calls[name] += 1
 
         return timed
 
@@ -71,11 +73,14 @@ class Timers:
 def instrument(trainer: Trainer, timers: Timers) -> None:
     """Time the parts of the trainer's iterations. The serial collector steps its envs in
     ``step_async``; the overlapped one waits for its workers in ``step_wait``."""
-    trainer.envs.step_async = timers.wrap("env", trainer.envs.step_async)  # type: ignore[method-assign]
-    trainer.envs.step_wait = timers.wrap("wait", trainer.envs.step_wait)  # type: ignore[method-assign]
-    trainer.agent.act = timers.wrap("act", trainer.agent.act)  # type: ignore[method-assign]
-    trainer.learn = timers.wrap("update", trainer.learn)  # type: ignore[method-assign]
-    trainer.train_step = timers.wrap("loop", trainer.train_step)  # type: ignore[method-assign]
+    for owner, method, name in (
+        (trainer.envs, "step_async", "step_async"),
+        (trainer.envs, "step_wait", "step_wait"),
+        (trainer.agent, "act", "act"),
+        (trainer, "learn", "update"),
+        (trainer, "train_step", "loop"),
+    ):
+        setattr(owner, method, timers.wrap(name, getattr(owner, method)))
 
 
 def measure(trainers: dict[str, Trainer], rounds: int, block: int) -> dict[str, Timers]:
@@ -131,42 +136,42 @@ def main() -> None:
             for trainer in trainers.values():
                 trainer.close()
 
-    n = rounds * block
-    config = trainers["serial"].config
-    serial, overlap = timers["serial"], timers["overlap"]
-    env, act, update = (serial.ms_per_iteration(k, n) for k in ("env", "act", "update"))
     workers = args.workers or default_env_workers(trainers["serial"].num_tasks)
+    report(trainers["serial"].config, workers, timers, rounds, block)
+
+
+def report(
+    config: Config, workers: int, timers: dict[str, Timers], rounds: int, block: int
+) -> None:
+    """The table and a JSON line. ``env`` and ``update`` of the ratios are the serial loop's
+    (the stand-alone costs of the two parts)."""
+    n = rounds * block
+    columns = ("loop", "step_async", "step_wait", "act", "update")
+    ms = {c: {k: t.ms_per_iteration(k, n) for k in columns} for c, t in timers.items()}
+    env, update = ms["serial"]["step_async"], ms["serial"]["update"]
     print(
         f"{config.env.benchmark}: networks {config.agent.hidden_dims}, batch "
-        f"{config.agent.batch_per_task * trainers['serial'].num_tasks}, {args.threads} torch "
-        f"thread(s), {workers} env worker(s); mean of {n} iterations per collector, "
-        f"{rounds} alternating blocks"
+        f"{config.agent.batch_per_task} per task, {config.train.threads} torch thread(s), "
+        f"{workers} env worker(s); ms per iteration, mean of {n} per collector in {rounds} "
+        "alternating blocks"
     )
-    print(f"parts (serial loop): env step {env:.2f} ms, act {act:.2f} ms, update {update:.2f} ms")
-    header = f"{'collector':<9} {'loop ms':>8} {'update ms':>9} {'wait ms':>8} {'loop/(env+update)':>18} {'loop/max(env,update)':>21}"  # noqa: E501
-    print(header)
-    summary: dict[str, float] = {"env_ms": env, "act_ms": act, "update_ms": update}
-    for name, timer in timers.items():
-        loop = timer.ms_per_iteration("loop", n)
-        waited = timer.ms_per_iteration("wait", n) if name == "overlap" else float("nan")
-        own_update = timer.ms_per_iteration("update", n)
-        ratios = (loop / (env + update), loop / max(env, update))
-        print(
-            f"{name:<9} {loop:8.2f} {own_update:9.2f} {waited:8.2f} {ratios[0]:18.3f} "
-            f"{ratios[1]:21.3f}"
-        )
-        summary.update(
-            {
-                f"{name}_loop_ms": loop,
-                f"{name}_update_ms": own_update,
-                f"{name}_loop_over_sum": ratios[0],
-                f"{name}_loop_over_max": ratios[1],
-            }
-        )
-    summary["overlap_wait_ms"] = overlap.ms_per_iteration("wait", n)
-    summary["overlap_over_serial"] = summary["overlap_loop_ms"] / summary["serial_loop_ms"]
-    print(f"overlap loop / serial loop: {summary['overlap_over_serial']:.3f}")
-    print(json.dumps({k: round(v, 3) for k, v in summary.items()}))
+    columns = (*columns, "loop/(env+update)", "loop/max(env,update)")
+    widths = {c: max(len(c), 8) + 2 for c in columns}
+    print(f"{'collector':<9}" + "".join(f"{c:>{widths[c]}}" for c in columns))
+    summary: dict[str, float] = {}
+    for collector, row in ms.items():
+        row["loop/(env+update)"] = row["loop"] / (env + update)
+        row["loop/max(env,update)"] = row["loop"] / max(env, update)
+        print(f"{collector:<9}" + "".join(f"{row[c]:>{widths[c]}.3f}" for c in columns))
+        summary.update({f"{collector} {c}": round(v, 3) for c, v in row.items()})
+    summary["overlap/serial"] = round(ms["overlap"]["loop"] / ms["serial"]["loop"], 3)
+    print(
+        "step_async: the serial collector steps the envs here, the overlapped one hands the "
+        "actions to its workers\n(on one core a woken worker may run its step within this "
+        "time); step_wait: waiting for the workers"
+    )
+    print(f"overlap loop / serial loop: {summary['overlap/serial']:.3f}")
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -316,6 +316,12 @@ def mt1_reference(tmp_path_factory):
     return run
 
 
+def test_two_overlapped_runs_with_the_same_seed_are_identical(mt1_reference, tmp_path):
+    result = run_module(TRAIN, *mt1_run(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert_same_run(mt1_reference, tmp_path / "run", 400)
+
+
 def test_sigkill_then_resume_with_overlap_equals_the_uninterrupted_run(mt1_reference, tmp_path):
     run = tmp_path / "run"
     victim = start_module(TRAIN, *mt1_run(run), log=tmp_path / "log")

@@ -128,15 +128,21 @@ def test_workers_step_the_same_envs_as_the_serial_collector(mt10):
 
 
 def test_fixed_goals_in_workers(mt10):
-    """goal_mode=fixed: each worker draws its envs' goals as the envs in this process do."""
+    """goal_mode=fixed: each worker draws its envs' goals as the envs in this process do, and
+    keeps them across episodes."""
+
+    def goals(envs):
+        return [goal.tolist() for goal in envs.get_attr("_last_rand_vec")]
+
     serial = rebuild_envs(mt10.env_fns, "fixed")
     workers = EnvWorkers(mt10.env_fns, "fixed", num_workers=2)
     try:
-        goals = serial.get_attr("_last_rand_vec")
-        assert [g.tolist() for g in workers.get_attr("_last_rand_vec")] == [
-            g.tolist() for g in goals
-        ]
+        assert goals(workers) == goals(serial)
         np.testing.assert_array_equal(workers.reset()[0], serial.reset()[0])
+        for _ in range(5):  # past the end of the first 4-step episode
+            workers.step_async(np.zeros((10, 4)))
+            workers.step_wait()
+        assert goals(workers) == goals(serial)
     finally:
         workers.close()
         serial.close()

@@ -19,11 +19,11 @@ Why the lag does not change the algorithm materially: SAC is off-policy. Its rep
 transitions of many past policies (up to a million per run), and the behaviour policy one
 update (one Adam step at lr 3e-4) older than the current one differs far less from it than the
 replay's oldest data do; every update still samples the same kind of balanced batch, only
-without the newest K transitions for that one update. Distributed actor-learner setups (Ape-X,
-IMPALA, SEED RL) run SAC-like learners with far larger lags. Its visible effects: updates
+without the newest K transitions for that one update. Asynchronous actor-learner setups for
+off-policy learners (Ape-X) act with parameters many updates old. Its visible effects: updates
 start one vector step later (once the replay holds ``train.warmup_steps`` transitions before
-the step), so a lagged run makes one update fewer in total, and results differ from
-``serial`` ones run for run (not in distribution).
+the step), so a lagged run makes one update fewer in total, and its numbers are not those of a
+``serial`` run with the same seed.
 
 Exact resume: in every schedule nothing is in flight at the end of an iteration (the workers
 have answered), which is where checkpoints are written; the env state capture and restore of

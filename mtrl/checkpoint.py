@@ -76,6 +76,7 @@ RESUME_MUTABLE_KEYS = (
     "train.device",
     "train.threads",
     "train.compile",
+    "train.env_workers",
     "checkpoint.every",
     "checkpoint.keep_last",
     "checkpoint.keep_best",

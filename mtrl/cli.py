@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 USAGE_ERROR = 2
 PREEMPTED = 3
 """Exit status after SIGTERM/SIGUSR1: a checkpoint was written; requeue with ``--resume``."""
+ENV_WORKER_FAILED = 4
+"""Exit status when an env worker process died or hung: resume from the last checkpoint."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -71,7 +73,9 @@ def _options_epilog() -> str:
             textwrap.fill(
                 f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one "
                 f"line on stderr, nothing written); {PREEMPTED} stopped by SIGTERM or SIGUSR1 "
-                "after writing a checkpoint (requeue with --resume DIR); anything else: a crash",
+                f"after writing a checkpoint (requeue with --resume DIR); {ENV_WORKER_FAILED} an "
+                "env worker process died or hung (resume from the last checkpoint); anything "
+                "else: a crash",
                 100,
             ),
         ]
@@ -276,13 +280,23 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _train(trainer: Trainer, run_dir: Path) -> int:
-    from mtrl.checkpoint import Preempted
+    from mtrl.checkpoint import Preempted, latest_checkpoint
+    from mtrl.collector import EnvWorkerError
 
     try:
         result = trainer.run()
     except Preempted as stop:
         print(f"\nmtrl-train: {stop}", file=sys.stderr)
         return PREEMPTED
+    except EnvWorkerError as exc:
+        latest = latest_checkpoint(run_dir)
+        then = (
+            f"'mtrl-train --resume {run_dir}' continues from {latest.name}"
+            if latest is not None
+            else "no checkpoint was written yet: start the run again"
+        )
+        print(f"\nmtrl-train: error: {exc} at step {trainer.step}; {then}", file=sys.stderr)
+        return ENV_WORKER_FAILED
     except KeyboardInterrupt:
         print(f"\nmtrl-train: interrupted at step {trainer.step}; 'mtrl-train --resume {run_dir}'"
               " continues from its last checkpoint", file=sys.stderr)  # fmt: skip

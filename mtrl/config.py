@@ -23,6 +23,9 @@ MAX_EPISODE_STEPS = 500
 COMPONENTS = ("critic", "actor", "alpha")
 """The three MT-SAC losses, each trained by its own optimizer."""
 
+COLLECTORS = ("serial", "overlap", "serial_lagged")
+"""``train.collector`` values: how env steps and updates are scheduled (see mtrl.collector)."""
+
 
 class ConfigError(ValueError):
     """A user-facing configuration problem; the CLI prints it as one line and exits with 2."""
@@ -137,6 +140,17 @@ class TrainConfig:
         "none: eager updates; cudagraph: replay each update from one CUDA graph (same results, "
         "far fewer kernel launches; needs a surgery method that solves on the device; on a CPU "
         "the update runs eagerly with a note)",
+    )
+    collector: str = option(
+        "serial",
+        "serial: step the envs, then update (the reference); overlap: env worker processes step "
+        "the envs while the learner updates, acting with the policy of one update before "
+        "(a fixed one-update lag); serial_lagged: the overlap's schedule in this process",
+    )
+    env_workers: int = option(
+        0,
+        "processes stepping the envs under collector=overlap, each a contiguous slice of the "
+        "tasks; 0: min(tasks, CPU cores available - 1), at least 1",
     )
 
 
@@ -379,6 +393,14 @@ def validate(config: Config) -> None:
     )
     _require(train.threads > 0, f"train.threads must be > 0, got {train.threads}")
     _require(
+        train.collector in COLLECTORS,
+        f"train.collector must be one of {', '.join(COLLECTORS)}, got '{train.collector}'",
+    )
+    _require(
+        train.env_workers >= 0,
+        f"train.env_workers must be >= 0 (0: chosen from the CPU cores), got {train.env_workers}",
+    )
+    _require(
         train.compile in ("none", "cudagraph"),
         f"train.compile must be none or cudagraph, got '{train.compile}'",
     )
@@ -411,7 +433,8 @@ def validate(config: Config) -> None:
 
 
 def check_task_multiples(config: Config, num_tasks: int) -> None:
-    """Step counts must be whole vector steps so that evaluation and logging happen exactly."""
+    """The values that depend on the number of tasks. Step counts must be whole vector steps so
+    that evaluation and logging happen exactly."""
     for name in ("total_steps", "eval_every", "log_every"):
         value = getattr(config.train, name)
         _require(
@@ -419,6 +442,11 @@ def check_task_multiples(config: Config, num_tasks: int) -> None:
             f"train.{name} ({value}) must be a multiple of the number of tasks ({num_tasks}): "
             "one vector step is one env step per task",
         )
+    _require(
+        config.train.env_workers <= num_tasks,
+        f"train.env_workers ({config.train.env_workers}) must not exceed the number of tasks "
+        f"({num_tasks}): each worker steps at least one env",
+    )
     capacity = config.train.buffer_size // num_tasks
     _require(
         capacity >= config.agent.batch_per_task,

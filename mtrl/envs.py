@@ -7,6 +7,8 @@ goals, wrappers and seeding follow the package's standard multi-task setting.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -65,14 +67,40 @@ def make_envs(
         reward_function_version=config.reward_version,
         **env_kwargs,
     )
+    with _quiet():
+        envs = _build(benchmark, config, kwargs)
+    _apply_goal_mode(envs, config.goal_mode)
+    return envs
+
+
+def rebuild_envs(
+    env_fns: Sequence[Callable[[], gym.Env]], goal_mode: str
+) -> gym.vector.SyncVectorEnv:
+    """A sync vector env over some of the per-task constructors of a :func:`make_envs` vector
+    env (its ``env_fns``, picklable): the same envs, built and seeded the same way, so they
+    produce the same episodes for the same actions, e.g. in another process.
+    """
+    with _quiet():
+        envs = gym.vector.SyncVectorEnv(
+            list(env_fns), autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+    _apply_goal_mode(envs, goal_mode)
+    return envs
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         # Meta-World declares float64 bounds on float32 spaces; gymnasium warns once per env.
         warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32.*")
-        envs = _build(benchmark, config, kwargs)
-    if config.goal_mode == "fixed":
+        yield
+
+
+def _apply_goal_mode(envs: gym.vector.VectorEnv, goal_mode: str) -> None:
+    """``fixed``: every env draws one goal now (from its own seeded RNG) and keeps it."""
+    if goal_mode == "fixed":
         envs.call("sample_tasks")
         envs.call("toggle_sample_tasks_on_reset", False)
-    return envs
 
 
 def _build(benchmark: Benchmark, config: EnvConfig, kwargs: dict) -> gym.vector.VectorEnv:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+NOT_THE_METHOD = ("seed", "solver")
+"""Surgery options that change how a method is computed, not which method it is."""
 CAGRAD_TABLE = "CAGrad (Liu et al., NeurIPS 2021), Table 3, mean ± s.e. over 10 seeds"
 
 
@@ -20,7 +22,8 @@ class MethodKey:
     model: str = "mlp"
     surgery: str = "none"
     options: tuple[tuple[str, Any], ...] = ()
-    """Resolved surgery options (defaults filled in), without the seed, sorted."""
+    """Resolved surgery options (defaults filled in), sorted, without those that do not define
+    the method (:data:`NOT_THE_METHOD`)."""
     balancer: str = "none"
 
 
@@ -93,7 +96,8 @@ def method_key(flat_config: dict[str, Any]) -> MethodKey:
             options = {**surgery.options_of(name), **given}
         except ValueError:
             options = given
-        options.pop("seed", None)
+        for key in NOT_THE_METHOD:
+            options.pop(key, None)
     model = flat_config.get("agent.model") or (
         "multihead" if flat_config.get("agent.multi_head") else "mlp"
     )

@@ -5,8 +5,8 @@ writes). Runs are grouped by protocol (``meta.json`` ``protocol``: the paper pro
 benchmark, goal mode, horizon, reward version) and never pooled across protocols; within a
 protocol, by method (network model, surgery method and its options, loss balancer). Runs of one
 method whose configs differ in anything but the seed (and settings that do not change results:
-device, threads, vector strategy, logging, checkpointing) become separate rows, so that a table
-row always means "the same experiment, several seeds". A paper's published number
+device, threads, env workers, vector strategy, logging, checkpointing) become separate rows, so
+that a table row always means "the same experiment, several seeds". A paper's published number
 (:mod:`mtrl.published`) is shown beside a row only when its runs follow that paper's protocol
 without deviations and use the paper's method.
 
@@ -45,6 +45,7 @@ POOLABLE_KEYS = {
     "train.device",
     "train.threads",
     "train.compile",
+    "train.env_workers",
     "train.log_every",
     "env.vector_strategy",
     "train.protocol",

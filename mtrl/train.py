@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +22,7 @@ from mtrl.checkpoint import (
     PreemptionSignals,
     restore_trainer,
 )
+from mtrl.collector import StepResult, make_train_envs
 from mtrl.config import Config, check_task_multiples
 from mtrl.envs import make_envs, parse_benchmark
 from mtrl.evaluation import EvalResult, evaluate
@@ -126,15 +127,6 @@ class IntervalMetrics:
         self.counts = dict(state["counts"])
 
 
-def _step_success(info: dict, done: np.ndarray) -> np.ndarray:
-    """This step's ``info["success"]`` per env; for envs that just ended it sits in final_info."""
-    success = np.asarray(info.get("success", np.zeros(len(done))), dtype=float)
-    if done.any():
-        final = np.asarray(info["final_info"]["success"], dtype=float)
-        success = np.where(done, final, success)
-    return success
-
-
 class Trainer:
     """Owns the envs, the agent and the replay of one run and steps them in lockstep.
 
@@ -165,7 +157,9 @@ class Trainer:
         np.random.seed(stream_seed(train.seed, "numpy") % 2**32)
         torch.manual_seed(stream_seed(train.seed, "torch.init"))
 
-        self.envs = make_envs(self.benchmark, config.env, train.seed)
+        self.envs = make_train_envs(self.benchmark, config)
+        self.lagged = train.collector != "serial"
+        """Overlap and serial_lagged update while the envs step (see :mod:`mtrl.collector`)."""
         # Same seed, hence the same 50 goals per task (and in fixed mode the same goal).
         self.eval_envs = make_envs(self.benchmark, config.env, train.seed)
         obs_dim = self.envs.single_observation_space.shape[0]
@@ -199,7 +193,11 @@ class Trainer:
         self.at_boundary = True
         """All envs start a new episode at the next step (checkpoints are exact only here)."""
         if resume is not None:
-            restore_trainer(self, resume)
+            try:
+                restore_trainer(self, resume)
+            except BaseException:
+                self._close_envs()  # env workers are processes: never leave them behind
+                raise
         # After the restore: a checkpoint that does not fit leaves the run folder untouched.
         self.logger = RunLogger(
             self.run_dir,
@@ -223,10 +221,7 @@ class Trainer:
         signals = PreemptionSignals().install()
         try:
             while self.step < train.total_steps:
-                self.collect()
-                if self.step >= train.warmup_steps:
-                    for _ in range(train.updates_per_step):
-                        self.interval.add(self.agent.update(self.replay.sample(self.batch_size)))
+                self.train_step()
                 bar.update(self.num_tasks)
                 if _due(self.step, train.log_every):
                     self._log_train(clock.rate(self.step))
@@ -257,24 +252,43 @@ class Trainer:
     def batch_size(self) -> int:
         return self.config.agent.batch_per_task
 
-    def collect(self) -> None:
-        """One vector-env step: one transition per task into the replay."""
+    def train_step(self) -> None:
+        """One vector step (K transitions) and its update(s), scheduled by the collector."""
+        if self.lagged:
+            self.collect(meanwhile=self.learn)
+        else:
+            self.collect()
+            self.learn()
+
+    def collect(self, meanwhile: Callable[[], None] | None = None) -> None:
+        """One vector step: one transition per task into the replay. ``meanwhile`` runs after
+        the actions are chosen and before the transitions are stored, while env workers step."""
         if self.step < self.config.train.warmup_steps:
             action = self.action_rng.uniform(-1.0, 1.0, (self.num_tasks, self.action_dim))
         else:
             action = self.agent.act(self.obs)
-        next_obs, reward, terminated, truncated, info = self.envs.step(action)
-        done = terminated | truncated
-        real_next_obs = next_obs
-        if done.any():
-            real_next_obs = next_obs.copy()
-            for i in np.flatnonzero(done):
-                real_next_obs[i] = info["final_obs"][i]
-        self.replay.add(self.obs, action, reward, real_next_obs, terminated, truncated)
-        self.episodes.record(reward, _step_success(info, done), done)
-        self.obs = next_obs
+        self.envs.step_async(action)
+        if meanwhile is not None:
+            meanwhile()
+        self._store(action, self.envs.step_wait())
+
+    def _store(self, action: np.ndarray, result: StepResult) -> None:
+        self.replay.add(
+            self.obs, action, result.reward, result.final_obs, result.terminated, result.truncated
+        )
+        done = result.terminated | result.truncated
+        self.episodes.record(result.reward, result.success, done)
+        self.obs = result.next_obs
         self.at_boundary = bool(done.all())
         self.step += self.num_tasks
+
+    def learn(self) -> None:
+        """The update(s) of one vector step, once the replay holds ``train.warmup_steps``
+        transitions (and at least one per task)."""
+        train = self.config.train
+        if self.step >= max(train.warmup_steps, self.num_tasks):
+            for _ in range(train.updates_per_step):
+                self.interval.add(self.agent.update(self.replay.sample(self.batch_size)))
 
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
         result = evaluate(self.agent, self.eval_envs, self.benchmark.task_names, episodes)
@@ -309,6 +323,9 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+        self._close_envs()
+
+    def _close_envs(self) -> None:
         self.envs.close()
         self.eval_envs.close()
 

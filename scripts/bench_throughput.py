@@ -39,7 +39,7 @@ def compare(trainer: Trainer, twin: gym.vector.VectorEnv, steps: int) -> dict[st
     Step-by-step alternation makes machine drift hit both sides alike; the twin's trajectory
     equals the collector's, so both pay the same physics.
     """
-    envs = trainer.envs
+    envs = trainer.envs.env  # the vector env inside the serial collector
     step = envs.step
     taken: list[np.ndarray] = []
 

@@ -1,14 +1,17 @@
 """Shared test helpers: running the command-line tools, MT10 task names, synthetic batches."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 import mtrl
+from mtrl.logger import read_metrics
 from mtrl.replay import Batch
 
 MT10_TASKS = (
@@ -103,11 +106,15 @@ def run_module(module: str, *args: str, timeout: float = 600, **env: str):
     )
 
 
-def start_module(module: str, *args: str, log: Path) -> subprocess.Popen:
+def start_module(module: str, *args: str, log: Path, **popen) -> subprocess.Popen:
     """Start in the background; stdout and stderr go to ``log`` (no pipe to fill up)."""
     out = log.open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT, env=child_env()
+        [sys.executable, "-m", module, *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+        **popen,
     )
 
 
@@ -118,3 +125,35 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def wait_for(condition, process, what: str, timeout: float = 300) -> None:
+    """Poll ``condition`` while the background ``process`` runs."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended (rc {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def logged_after(run: Path, step: int) -> bool:
+    metrics = run / "metrics.jsonl"
+    return metrics.exists() and any(r["step"] > step for r in read_metrics(run))
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k != "train/steps_per_s"} for r in records]
+
+
+def assert_same_checkpoint(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> None:
+    """Every tensor bit for bit and the same state, but for when it was written, the byte
+    length of metrics.jsonl (its steps_per_s are timings) and the ``ignore`` keys."""
+    raw_a, raw_b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert raw_a["tensors"].keys() == raw_b["tensors"].keys()
+    for name, tensor in raw_a["tensors"].items():
+        other = raw_b["tensors"][name]
+        assert tensor.dtype == other.dtype and torch.equal(tensor, other), name
+    state_a, state_b = json.loads(raw_a["state"]), json.loads(raw_b["state"])
+    for key in ("created", "logger", *ignore):
+        state_a.pop(key, None), state_b.pop(key, None)
+    assert state_a == state_b

@@ -3,11 +3,20 @@
 import json
 import shutil
 import signal
-import time
 
 import pytest
 import torch
-from helpers import TRAIN, run_module, snapshot, start_module, tiny_mt1
+from helpers import (
+    TRAIN,
+    assert_same_checkpoint,
+    logged_after,
+    run_module,
+    snapshot,
+    start_module,
+    tiny_mt1,
+    wait_for,
+    without_timing,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl.checkpoint import BEST_FILE, load_checkpoint, step_file, train_checkpoints
@@ -30,36 +39,6 @@ SMOKE = [
     "train.log_every=100",
     "checkpoint.every=1000",
 ]
-
-
-def wait_for(condition, process, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the run ended (rc {process.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def logged_after(run, step: int) -> bool:
-    metrics = run / "metrics.jsonl"
-    return metrics.exists() and any(r["step"] > step for r in read_metrics(run))
-
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k != "train/steps_per_s"} for r in records]
-
-
-def assert_same_checkpoint(a, b):
-    raw_a, raw_b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-    assert raw_a["tensors"].keys() == raw_b["tensors"].keys()
-    for name, tensor in raw_a["tensors"].items():
-        other = raw_b["tensors"][name]
-        assert tensor.dtype == other.dtype and torch.equal(tensor, other), name
-    state_a, state_b = json.loads(raw_a["state"]), json.loads(raw_b["state"])
-    # when it was written, and the byte length of metrics.jsonl (its steps_per_s are timings)
-    for key in ("created", "logger"):
-        state_a.pop(key, None), state_b.pop(key, None)
-    assert state_a == state_b
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_help_documents_flags_config_values_and_presets():
         assert key in result.stdout
     assert "presets (--config): " in result.stdout and "smoke" in result.stdout
     assert "famo (lr=0.025, gamma=0.001, min_loss=0.0)" in result.stdout
-    assert "models (agent.model;" in result.stdout and "care (num_experts=6," in result.stdout
+    assert "models (agent.model;" in result.stdout and "care (num_experts=4," in result.stdout
 
 
 @pytest.mark.parametrize(

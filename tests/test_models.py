@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from mtrl import checkpoint as ckpt
 from mtrl import models
 from mtrl.agent import MTSAC, ActorInputs, CriticInputs
-from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.config import AgentConfig, SurgeryConfig, changed_keys, load_config
 from mtrl.models import Dims, ModelSpec, load_task_embeddings, task_specific_parameters
 from mtrl.models.moore import gram_schmidt
 from mtrl.networks import Actor, QNetwork
@@ -277,6 +277,17 @@ def test_bad_embeddings_files_are_one_clear_error(tmp_path, content, message):
         load_task_embeddings(write(tmp_path, content), ("a", "b"))
     text = str(error.value)
     assert text.startswith("agent.task_embeddings '") and message in text and "\n" not in text
+
+
+# ------------------------------------------------------------------------------- presets
+@pytest.mark.parametrize("benchmark", ["mt10", "mt50"])
+@pytest.mark.parametrize("name", ["soft_modularization", "care", "moore", "paco"])
+def test_model_presets_set_only_the_network_on_top_of_their_benchmark(benchmark, name):
+    config = load_config(f"{benchmark}-{name}")
+    changed = changed_keys(load_config(benchmark), config)
+    assert changed and all(k.startswith(("agent.model", "agent.hidden_dims")) for k in changed)
+    assert config.agent.model == name
+    assert models.check(name, config.agent.model_options) == config.agent.model_options
 
 
 # ------------------------------------------------------------------------------- options

@@ -37,7 +37,7 @@ from mtrl.surgery._base import Option, check_float, check_int
 class CAREModel(Model):
     name = "care"
     options_spec: ClassVar[dict[str, Option]] = {
-        "num_experts": Option(6, check_int(1), "encoders in the mixture (paper: 6 MT10, 10 MT50)"),
+        "num_experts": Option(4, check_int(1), "encoders in the mixture (authors' MT10 run: 4)"),
         "encoder_dim": Option(50, check_int(1), "hidden and output width of every encoder"),
         "context_dim": Option(50, check_int(1), "width of the context z and of its networks"),
         "temperature": Option(1.0, check_float(0.0, lo_open=True), "softmax temperature"),

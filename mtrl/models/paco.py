@@ -30,7 +30,7 @@ from mtrl.surgery._base import Option, check_bool, check_int
 class PaCoModel(Model):
     name = "paco"
     options_spec: ClassVar[dict[str, Option]] = {
-        "num_param_sets": Option(5, check_int(1), "parameter sets S (paper: 5 MT10, 20 MT50)"),
+        "num_param_sets": Option(5, check_int(1), "parameter sets S (5 MT10, 20 MT50)"),
         "identical_init": Option(True, check_bool, "start all S parameter sets identical"),
     }
 

@@ -6,12 +6,13 @@ A base network of L layers of n modules; a routing network turns the task and th
 soft connection weights between the modules of consecutive layers, per sample:
 
 - observation embedding ``f(s)`` (``hidden_dims``: ReLU layers, the last one linear, width D) and
-  task embedding ``h(z)`` (a learned row per task, width D); the routing input is their product;
-- routing trunk (``routing_layers`` x ``routing_hidden``), then for every layer l the n x n
-  probabilities ``p^l = softmax_j(W_d^l ReLU(W_u^l [p^1..p^{l-1}] * e))`` (the first without the
-  ``W_u`` term), normalised over the source modules j, conditioned on *all* earlier layers'
-  probabilities as in the authors' code; the last layer's n module outputs are averaged with one
-  more softmax vector;
+  task embedding ``h(z)`` (a learned row per task, width D);
+- routing trunk (``routing_layers`` x ``routing_hidden``) over ``ReLU(f(s) * h(z))``, giving
+  ``e``; then for every layer l the n x n probabilities
+  ``p^l = softmax_j(W_d^l ReLU(W_u^l [p^1..p^{l-1}] * e))`` (the first without the ``W_u``
+  term), normalised over the source modules j and conditioned on *all* earlier layers'
+  probabilities, as in the authors' code; the last layer's n module outputs are averaged with
+  one more softmax vector;
 - module layers: ``out_i^{l+1} = module_i^{l+1}(ReLU(sum_j p^l_ij out_j^l))``, the first layer
   reading ``ReLU(f(s))``; the output layer reads ``ReLU(sum_j p_j out_j^L)``.
 

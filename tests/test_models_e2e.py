@@ -8,11 +8,12 @@ import torch
 from helpers import MT10_TASKS, TINY_MODEL_OPTIONS, tiny_mt1
 
 from mtrl import models
-from mtrl.checkpoint import latest_checkpoint, load_checkpoint
+from mtrl.checkpoint import latest_checkpoint, load_checkpoint, step_file
 from mtrl.cli import train_main
 from mtrl.config import load_config
 from mtrl.eval_cli import eval_main
 from mtrl.logger import read_metrics
+from mtrl.train import Trainer
 
 
 def model_overrides(name: str) -> list[str]:
@@ -37,15 +38,21 @@ def test_every_model_trains_checkpoints_and_evaluates(variant, tmp_path, capsys)
         vectors = write_embeddings(embeddings, ["reach-v3"])
         overrides.append(f"agent.task_embeddings={embeddings}")
     run = tmp_path / "run"
-    args = tiny_mt1(60, run, "train.eval_every=0", "train.final_eval_episodes=1", *overrides)
+    short = ["train.eval_every=0", "train.final_eval_episodes=1", "checkpoint.every=40"]
+    args = tiny_mt1(60, run, *short, *overrides)
     assert train_main(args) == 0
-    assert load_config(str(run / "config.yaml")).agent.model == name
+    config = load_config(str(run / "config.yaml"))
+    assert config.agent.model == name
 
     state = load_checkpoint(latest_checkpoint(run)).state
     assert state["finished"] and state["agent"]["updates"] > 0
     if variant.endswith("+file"):
         torch.testing.assert_close(state["task_embeddings"], torch.tensor(vectors))
-        embeddings.unlink()  # evaluation takes the vectors from the checkpoint
+        embeddings.unlink()  # resume and evaluation take the vectors from the checkpoint
+        resumed = Trainer(config, run, progress=False, resume=load_checkpoint(step_file(run, 40)))
+        fixed = resumed.agent.actor.model.embedding.vectors
+        torch.testing.assert_close(fixed, state["task_embeddings"])
+        resumed.close()
     else:
         assert state["task_embeddings"] is None
 

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from mtrl import checkpoint as ckpt
 from mtrl import models
-from mtrl.agent import MTSAC, ActorInputs, CriticInputs
+from mtrl.agent import MTSAC, ActorInputs, CriticInputs, last_shared_layers
 from mtrl.config import AgentConfig, SurgeryConfig, changed_keys, load_config
 from mtrl.models import Dims, ModelSpec, load_task_embeddings, task_specific_parameters
 from mtrl.models.moore import gram_schmidt
@@ -224,6 +224,26 @@ def test_task_specific_parameters_get_exactly_their_own_tasks_gradient(variant):
             torch.testing.assert_close(params[n].grad.reshape(K, -1), own[n], rtol=1e-5, atol=1e-7)
     expected_specific = {"mlp": False, "care+file": False}
     assert bool(task_specific_parameters(agent.actor)) == expected_specific.get(variant, True)
+
+
+@pytest.mark.parametrize(
+    "variant,layer",
+    [
+        ("mlp", "head"),
+        ("multihead", "trunk.layers.1"),  # the heads are task-specific
+        ("soft_modularization", "head"),
+        ("care", "trunk.1"),
+        ("care+file", "trunk.1"),
+        ("moore", "experts.1"),  # before Gram-Schmidt and the task-specific weights and heads
+        ("paco", "layers.2"),  # the compositional output layer
+    ],
+)
+def test_gradnorm_layer_is_the_last_shared_layer_in_forward_order(variant, layer):
+    """GradNorm reads gradient norms at the last shared layer, found in registration order: the
+    models register their layers in forward order."""
+    agent = make_agent(variant)
+    expected = [f"{q}.model.{layer}.{p}" for q in ("q1", "q2") for p in ("weight", "bias")]
+    assert last_shared_layers(agent.critic) == expected
 
 
 # ---------------------------------------------------------------------------- checkpoints

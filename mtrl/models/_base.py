@@ -37,7 +37,8 @@ class Dims:
 
 class Model(nn.Module):
     """A task-conditioned network; subclasses set ``name`` and ``options_spec``
-    (``agent.model_options``, checked and completed with defaults before construction)."""
+    (``agent.model_options``, checked and completed with defaults before construction) and
+    register their layers in forward order (GradNorm finds its last shared layer that way)."""
 
     name: ClassVar[str]
     options_spec: ClassVar[dict[str, Option]] = {}

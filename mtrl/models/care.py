@@ -15,8 +15,8 @@ Representations" (ICML), as in the authors' code (facebookresearch/mtrl: the ``m
   a Q network: the action joins after the encoders, as in the authors' critic).
 
 Unlike the authors' code, the actor and each Q network have their own encoders and context
-network, each trained by its own loss (there, the actor reuses the critic's encoder and context,
-detached).
+network, each trained by its own loss (there, the actor's encoders are tied to the critic's and
+the context is computed once, trained through the critic loss; the actor reads both detached).
 """
 
 from __future__ import annotations

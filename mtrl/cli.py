@@ -132,7 +132,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=Path,
-        help="run folder to create (default runs/<benchmark>-<surgery>-s<seed>-<time>)",
+        help="run folder to create (default runs/<benchmark>-[<model>+][<balancer>+]<surgery>-"
+        "s<seed>-<time>, the model when not mlp, the balancer when one is set)",
     )
     parser.add_argument(
         "--resume",

@@ -20,6 +20,7 @@ from mtrl.config import AgentConfig, SurgeryConfig, changed_keys, load_config
 from mtrl.models import Dims, ModelSpec, load_task_embeddings, task_specific_parameters
 from mtrl.models.moore import gram_schmidt
 from mtrl.networks import Actor, QNetwork
+from mtrl.rundir import default_run_dir
 
 EMBEDDINGS = torch.arange(K * 4, dtype=torch.float32).reshape(K, 4) / 10
 """Fixed task vectors for CARE's context (``care+file``: CARE with a task embeddings file)."""
@@ -308,6 +309,11 @@ def test_model_presets_set_only_the_network_on_top_of_their_benchmark(benchmark,
     assert changed and all(k.startswith(("agent.model", "agent.hidden_dims")) for k in changed)
     assert config.agent.model == name
     assert models.check(name, config.agent.model_options) == config.agent.model_options
+
+
+def test_default_run_folder_names_the_model():
+    assert default_run_dir(load_config("mt10-care")).name.startswith("mt10-care+none-s0-")
+    assert default_run_dir(load_config("mt10-pcgrad")).name.startswith("mt10-pcgrad-s0-")
 
 
 # ------------------------------------------------------------------------------- options

@@ -28,7 +28,8 @@ from mtrl import balancers as balancer_lib
 from mtrl import surgery as surgery_lib
 from mtrl.capture import GraphedUpdate
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
-from mtrl.networks import Actor, Temperature, TwinCritic, task_specific_parameters
+from mtrl.models import ModelSpec, task_specific_parameters
+from mtrl.networks import Actor, Temperature, TwinCritic
 from mtrl.replay import Batch
 from mtrl.seeding import stream_seed
 from mtrl.staging import to_device, to_host
@@ -93,9 +94,10 @@ class AlphaInputs(NamedTuple):
 class Component(NamedTuple):
     """A set of parameters trained on one loss, with its own optimizer.
 
-    ``params`` lists the parameters all tasks share first and the task-specific ones (per-task
-    heads and temperatures) after them, so that a ``[K, P]`` gradient splits into a shared block
-    ``[:, :shared_numel]`` for surgery and a task-specific block that must not be mixed.
+    ``params`` lists the parameters all tasks share first and the task-specific ones (the
+    models' per-task heads, task embeddings and task weights, the temperatures) after them, so
+    that a ``[K, P]`` gradient splits into a shared block ``[:, :shared_numel]`` for surgery and
+    a task-specific block that must not be mixed.
     """
 
     name: str
@@ -146,8 +148,11 @@ class MTSAC:
         seed: int = 0,
         surgery: SurgeryConfig | None = None,
         balancer: BalancerConfig | None = None,
+        task_embeddings: torch.Tensor | None = None,
         cuda_graph: bool = False,
     ):
+        """``task_embeddings``: the ``[K, D]`` fixed task vectors of ``agent.task_embeddings``
+        (read by the caller, who knows the task names), for the models that use them."""
         self.config = config
         self.num_tasks = num_tasks
         self.action_dim = action_dim
@@ -155,17 +160,13 @@ class MTSAC:
         self.target_entropy = (
             -float(action_dim) if config.target_entropy is None else config.target_entropy
         )
+        model = ModelSpec(
+            config.model, config.model_options, tuple(config.hidden_dims), task_embeddings
+        )
         self.actor = Actor(
-            obs_dim,
-            action_dim,
-            num_tasks,
-            config.hidden_dims,
-            config.multi_head,
-            (config.log_std_min, config.log_std_max),
+            obs_dim, action_dim, num_tasks, model, (config.log_std_min, config.log_std_max)
         ).to(self.device)
-        self.critic = TwinCritic(
-            obs_dim, action_dim, num_tasks, config.hidden_dims, config.multi_head
-        ).to(self.device)
+        self.critic = TwinCritic(obs_dim, action_dim, num_tasks, model).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = Temperature(num_tasks, config.init_alpha).to(self.device)
         self.generator = torch.Generator(self.device)

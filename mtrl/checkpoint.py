@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -52,14 +52,16 @@ from mtrl.config import (
     load_config,
     to_yaml,
 )
+from mtrl.device import resolve_device
 
 if TYPE_CHECKING:
     import gymnasium as gym
 
     from mtrl.agent import MTSAC
+    from mtrl.envs import Benchmark
     from mtrl.evaluation import EvalResult
+    from mtrl.logger import RunLogger
     from mtrl.replay import MultiTaskReplay
-    from mtrl.train import Trainer
 
 FORMAT = "mtrl-checkpoint"
 FORMAT_VERSION = 1
@@ -302,6 +304,39 @@ def _remove_stale_temporaries(directory: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------------- the run
+class Run(Protocol):
+    """What a checkpoint captures from a training run and puts back into a freshly built one.
+
+    :class:`mtrl.train.Trainer` provides it; this module never imports the trainer.
+    """
+
+    config: Config
+    device: torch.device
+    benchmark: Benchmark
+    action_dim: int
+    task_embeddings: torch.Tensor | None
+    agent: MTSAC
+    replay: MultiTaskReplay
+    envs: gym.vector.VectorEnv
+    eval_envs: gym.vector.VectorEnv
+    action_rng: np.random.Generator
+    logger: RunLogger
+    checkpointer: Checkpointer
+    step: int
+    at_boundary: bool
+
+    def loop_state(self) -> dict[str, Any]:
+        """The training loop's own state: current observations, unfinished episodes, metrics
+        not yet logged, the last evaluation."""
+        ...
+
+    def load_loop_state(self, state: dict[str, Any], obs: np.ndarray, restart: bool) -> None:
+        """Put back :meth:`loop_state`; ``obs``: the restored envs' observations; ``restart``:
+        the envs start new episodes (the checkpoint was taken mid-episode)."""
+        ...
+
+
 # --------------------------------------------------------------------------------- state parts
 def agent_networks(agent: MTSAC) -> dict[str, dict[str, torch.Tensor]]:
     return {
@@ -504,27 +539,27 @@ def _restore_envs(envs: gym.vector.VectorEnv, saved: list[dict[str, Any]]) -> np
     return obs
 
 
-def _rng_state(trainer: Trainer) -> dict[str, Any]:
+def _rng_state(run: Run) -> dict[str, Any]:
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": cuda,
-        "action": trainer.action_rng.bit_generator.state,
+        "action": run.action_rng.bit_generator.state,
     }
 
 
-def _load_rng_state(trainer: Trainer, state: dict[str, Any]) -> None:
+def _load_rng_state(run: Run, state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    trainer.action_rng.bit_generator.state = state["action"]
+    run.action_rng.bit_generator.state = state["action"]
 
 
-# --------------------------------------------------------------------------------- trainer
+# --------------------------------------------------------------------------------- writer
 class Checkpointer:
     """Writes a run's checkpoints and keeps the last ``keep_last`` plus the best agent.
 
@@ -548,10 +583,10 @@ class Checkpointer:
     def path(self, step: int) -> Path:
         return step_file(self.run_dir, step)
 
-    def save(self, trainer: Trainer, finished: bool = False) -> Path:
-        self.last_step = trainer.step
+    def save(self, run: Run, finished: bool = False) -> Path:
+        self.last_step = run.step
         path = save_checkpoint(
-            step_file(self.run_dir, trainer.step), KIND_TRAIN, _train_state(trainer, finished)
+            step_file(self.run_dir, run.step), KIND_TRAIN, _train_state(run, finished)
         )
         self._prune()
         return path
@@ -562,27 +597,27 @@ class Checkpointer:
         _remove_stale_temporaries(checkpoint_dir(self.run_dir))
         _fsync_dir(checkpoint_dir(self.run_dir))
 
-    def on_evaluation(self, trainer: Trainer, result: EvalResult) -> None:
+    def on_evaluation(self, run: Run, result: EvalResult) -> None:
         if not self.config.keep_best:
             return
         if self.best is not None and result.mean_success <= self.best["success"]:
             return
         networks = {
             name: {k: v.detach().clone() for k, v in params.items()}
-            for name, params in agent_networks(trainer.agent).items()
+            for name, params in agent_networks(run.agent).items()
         }
         self.best = {
             "success": result.mean_success,
-            "step": trainer.step,
+            "step": run.step,
             "eval": result.metrics(),
             "networks": networks,
         }
-        self._write_best(trainer)
+        self._write_best(run)
 
-    def _write_best(self, trainer: Trainer) -> None:
+    def _write_best(self, run: Run) -> None:
         assert self.best is not None
         state = {
-            **_description(trainer),
+            **_description(run),
             "step": self.best["step"],
             "eval": self.best["eval"],
             "agent": {"networks": self.best["networks"]},
@@ -592,7 +627,7 @@ class Checkpointer:
     def state(self) -> dict[str, Any]:
         return {"last_step": self.last_step, "best": self.best}
 
-    def load_state(self, trainer: Trainer, state: dict[str, Any]) -> None:
+    def load_state(self, run: Run, state: dict[str, Any]) -> None:
         self.last_step = state["last_step"]
         self.best = state["best"] if self.config.keep_best else None
         if self.best is None:
@@ -606,11 +641,12 @@ class Checkpointer:
                 return
         except CheckpointError:
             pass
-        self._write_best(trainer)
+        self._write_best(run)
 
 
-def _description(trainer: Trainer) -> dict[str, Any]:
-    """What identifies a checkpoint's experiment and agent layout."""
+def _description(run: Run) -> dict[str, Any]:
+    """What identifies a checkpoint's experiment and agent layout (with the fixed task
+    embeddings the networks were built with, so that evaluation and resume need no file)."""
     from mtrl import __version__
     from mtrl.rundir import git_commit
 
@@ -618,72 +654,62 @@ def _description(trainer: Trainer) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mtrl_version": __version__,
         "git_commit": git_commit(),
-        "config": to_yaml(trainer.config),
-        "device": trainer.device.type,
-        "benchmark": trainer.benchmark.name,
-        "task_names": list(trainer.benchmark.task_names),
-        "obs_dim": int(trainer.envs.single_observation_space.shape[0]),
-        "action_dim": int(trainer.action_dim),
+        "config": to_yaml(run.config),
+        "device": run.device.type,
+        "benchmark": run.benchmark.name,
+        "task_names": list(run.benchmark.task_names),
+        "obs_dim": int(run.envs.single_observation_space.shape[0]),
+        "action_dim": int(run.action_dim),
+        "task_embeddings": run.task_embeddings,
     }
 
 
-def _train_state(trainer: Trainer, finished: bool) -> dict[str, Any]:
+def _train_state(run: Run, finished: bool) -> dict[str, Any]:
     return {
-        **_description(trainer),
-        "step": trainer.step,
+        **_description(run),
+        "step": run.step,
         "finished": finished,
-        "episode_boundary": trainer.at_boundary,
-        "trainer": {
-            "last_success": trainer.last_success,
-            "obs": trainer.obs,
-            "episodes": trainer.episodes.state_dict(),
-            "interval": trainer.interval.state_dict(),
-        },
-        "agent": _agent_state(trainer.agent),
-        "replay": _replay_state(trainer.replay),
-        "rng": _rng_state(trainer),
-        "envs": {"train": _env_state(trainer.envs), "eval": _env_state(trainer.eval_envs)},
-        "logger": {"metrics_bytes": trainer.logger.position()},
-        "checkpointer": trainer.checkpointer.state(),
+        "episode_boundary": run.at_boundary,
+        "trainer": run.loop_state(),
+        "agent": _agent_state(run.agent),
+        "replay": _replay_state(run.replay),
+        "rng": _rng_state(run),
+        "envs": {"train": _env_state(run.envs), "eval": _env_state(run.eval_envs)},
+        "logger": {"metrics_bytes": run.logger.position()},
+        "checkpointer": run.checkpointer.state(),
     }
 
 
-def restore_trainer(trainer: Trainer, checkpoint: Checkpoint) -> None:
-    """Load a training checkpoint into a freshly built trainer of the same config."""
+def restore_run(run: Run, checkpoint: Checkpoint) -> None:
+    """Load a training checkpoint into a freshly built run of the same config."""
     state = checkpoint.state
     if (
-        state["task_names"] != list(trainer.benchmark.task_names)
-        or state["obs_dim"] != trainer.envs.single_observation_space.shape[0]
-        or state["action_dim"] != trainer.action_dim
+        state["task_names"] != list(run.benchmark.task_names)
+        or state["obs_dim"] != run.envs.single_observation_space.shape[0]
+        or state["action_dim"] != run.action_dim
     ):
         raise CheckpointError(f"'{checkpoint.path}' belongs to another benchmark")
-    _load_agent_state(trainer.agent, state["agent"])
-    _load_replay_state(trainer.replay, state["replay"])
-    saved = state["trainer"]
-    trainer.step = state["step"]
-    trainer.last_success = saved["last_success"]
-    trainer.interval.load_state_dict(saved["interval"], trainer.device)
-    trainer.episodes.load_state_dict(saved["episodes"])
+    _load_agent_state(run.agent, state["agent"])
+    _load_replay_state(run.replay, state["replay"])
+    run.step = state["step"]
 
-    obs = _restore_envs(trainer.envs, state["envs"]["train"])
-    _restore_envs(trainer.eval_envs, state["envs"]["eval"])
-    if not state["episode_boundary"]:
+    obs = _restore_envs(run.envs, state["envs"]["train"])
+    _restore_envs(run.eval_envs, state["envs"]["eval"])
+    restart = not state["episode_boundary"]
+    if restart:
         # Checkpointed mid-episode (preemption): the physics cannot be restored, so the
         # unfinished episodes are dropped and new ones start from the saved RNG states.
-        obs, _ = trainer.envs.reset()
-        trainer.episodes.running_return[:] = 0.0
-        trainer.episodes.running_success[:] = False
-    elif not np.array_equal(obs, saved["obs"]):
+        obs, _ = run.envs.reset()
+    elif not np.array_equal(obs, state["trainer"]["obs"]):
         warnings.warn(
             "the environments could not be put back exactly into their checkpointed state; "
             "the resumed run continues from fresh episodes",
             RuntimeWarning,
             stacklevel=2,
         )
-    trainer.obs = obs
-    trainer.at_boundary = True
-    _load_rng_state(trainer, state["rng"])
-    trainer.checkpointer.load_state(trainer, state["checkpointer"])
+    run.load_loop_state(state["trainer"], obs, restart)
+    _load_rng_state(run, state["rng"])
+    run.checkpointer.load_state(run, state["checkpointer"])
 
 
 # --------------------------------------------------------------------------------- resume
@@ -693,7 +719,6 @@ def prepare_resume(run_dir: Path, overrides: list[str]) -> tuple[Config, Checkpo
     Reads only: a ConfigError or CheckpointError here means nothing was modified.
     """
     from mtrl.rundir import CONFIG_FILE
-    from mtrl.train import resolve_device
 
     run_dir = Path(run_dir)
     if not run_dir.exists():

@@ -69,6 +69,8 @@ def _options_epilog() -> str:
             *_surgery_lines(),
             "loss balancers (options with defaults; set one as balancer.options.NAME=VALUE):",
             *_balancer_lines(),
+            "models (agent.model; options with defaults, set one as agent.model_options.NAME=V):",
+            *_model_lines(),
             "",
             textwrap.fill(
                 f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one "
@@ -136,7 +138,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         type=Path,
-        help="run folder to create (default runs/<benchmark>-<surgery>-s<seed>-<time>)",
+        help="run folder to create (default runs/<benchmark>-[<model>+][<balancer>+]<surgery>-"
+        "s<seed>-<time>, the model when not mlp, the balancer when one is set)",
     )
     parser.add_argument(
         "--resume",
@@ -174,6 +177,16 @@ BENCHMARK_PRESETS = ("mt10", "mt50")
 """Benchmarks whose preset of the same name is the default when no --config is given."""
 
 
+def _model_lines() -> list[str]:
+    from mtrl import models
+
+    lines = []
+    for name in models.available():
+        options = ", ".join(f"{k}={v!r}" for k, v in models.options_of(name).items())
+        lines.append(f"  {name} ({options})" if options else f"  {name}")
+    return lines
+
+
 def resolve_train_config(args: argparse.Namespace) -> Config:
     """Preset, then the dedicated flags, then KEY=VALUE overrides; validated."""
     overrides = [*_flag_overrides(args), *args.overrides]
@@ -189,6 +202,7 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
         raise ConfigError(str(exc)) from None
     check_task_multiples(config, benchmark.num_tasks)
     check_surgery(config)
+    check_model(config, benchmark.task_names)
     require_wandb(config.logger)
     check_balancer(config)
     return config
@@ -235,6 +249,33 @@ def check_capture(config: Config, device: torch.device) -> None:
             raise ConfigError(f"train.compile=cudagraph: {problem}")
 
 
+def check_model(config: Config, task_names: Sequence[str]) -> None:
+    """The model exists and accepts its options; a task embeddings file is read by the model
+    and has a vector of one length for every task of the run."""
+    from mtrl import models
+
+    agent = config.agent
+    if agent.model not in models.available():
+        raise ConfigError(
+            f"unknown model '{agent.model}' (agent.model); allowed: {', '.join(models.available())}"
+        )
+    try:
+        models.check(agent.model, agent.model_options)
+    except ValueError as exc:
+        raise ConfigError(f"agent.model_options: {exc}") from None
+    if agent.task_embeddings is None:
+        return
+    if agent.model not in models.TAKES_TASK_EMBEDDINGS:
+        raise ConfigError(
+            f"agent.task_embeddings is set but agent.model={agent.model} does not read it "
+            f"(only {', '.join(models.TAKES_TASK_EMBEDDINGS)} does)"
+        )
+    try:
+        models.load_task_embeddings(agent.task_embeddings, task_names)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = train_parser().parse_intermixed_args(argv)
@@ -242,8 +283,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return _resume_main(args, argv)
     try:
         config = resolve_train_config(args)
+        from mtrl.device import resolve_device
         from mtrl.rundir import create_run_dir, default_run_dir, write_provenance
-        from mtrl.train import Trainer, resolve_device
+        from mtrl.train import Trainer
 
         device = resolve_device(config.train.device)
         check_capture(config, device)
@@ -267,8 +309,9 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--resume continues a run with its stored config; {given} cannot be given"
             )
         config, checkpoint = prepare_resume(args.resume, [*_flag_overrides(args), *args.overrides])
+        from mtrl.device import resolve_device
         from mtrl.rundir import record_resume
-        from mtrl.train import Trainer, resolve_device
+        from mtrl.train import Trainer
 
         device = resolve_device(config.train.device)
         check_capture(config, device)

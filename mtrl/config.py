@@ -62,9 +62,26 @@ class EnvConfig:
 @dataclass
 class AgentConfig:
     hidden_dims: list[int] = option_factory(
-        lambda: [400, 400, 400], "hidden widths of the actor and of each of the two Q networks"
+        lambda: [400, 400, 400],
+        "hidden widths of the MLP of the actor and of each Q network (of the experts for moore, "
+        "the observation embedding for soft_modularization: see the README)",
     )
-    multi_head: bool = option(False, "shared trunk with one output head per task")
+    model: str = option(
+        "mlp",
+        "network of the actor and of both Q networks: mlp, multihead, soft_modularization, care, "
+        "moore or paco (see the README)",
+    )
+    model_options: dict[str, Any] = option_factory(
+        dict, "options of the model, e.g. {num_experts: 10} for care (agent.model_options.NAME=V)"
+    )
+    task_embeddings: str | None = option(
+        None,
+        "care: a JSON file mapping every task name to a fixed vector (e.g. language embeddings of "
+        "the task descriptions); null: a learned embedding per task",
+    )
+    multi_head: bool = option(
+        False, "true: the same as model=multihead (one output head per task), kept for old configs"
+    )
     actor_lr: float = option(3e-4, "Adam learning rate of the actor")
     critic_lr: float = option(3e-4, "Adam learning rate of the twin critic")
     alpha_lr: float = option(3e-4, "Adam learning rate of the per-task log-temperatures")
@@ -80,6 +97,18 @@ class AgentConfig:
         "clip the global norm of the actor's and of the critic's update (after surgery) to this; "
         "null: no clipping. The temperatures are never clipped",
     )
+
+    def __post_init__(self) -> None:
+        """``multi_head: true`` is the older spelling of ``model: multihead``; both keys are
+        kept consistent, so that a config says its model in either spelling."""
+        if self.multi_head:
+            if self.model not in ("mlp", "multihead"):
+                raise ConfigError(
+                    f"agent.multi_head=true means agent.model=multihead and contradicts "
+                    f"agent.model={self.model}; set only agent.model"
+                )
+            self.model = "multihead"
+        self.multi_head = self.model == "multihead"
 
 
 @dataclass

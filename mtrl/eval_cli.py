@@ -96,8 +96,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
     from mtrl.cli import fail
     from mtrl.config import ConfigError
+    from mtrl.device import resolve_device
     from mtrl.envs import parse_benchmark
-    from mtrl.train import resolve_device
 
     try:
         path = args.target
@@ -220,6 +220,7 @@ def _load_agent(checkpoint: Checkpoint, device: Any) -> MTSAC:
         config.agent,
         device,
         config.train.seed,
+        task_embeddings=state.get("task_embeddings"),
     )
     load_agent_networks(agent, state["agent"]["networks"])
     return agent

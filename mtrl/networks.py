@@ -1,78 +1,25 @@
-"""Task-conditioned actor and twin critic.
+"""Task-conditioned actor, twin critic and per-task temperatures.
 
-Observations end with the task one-hot (Meta-World's ``use_one_hot``), so a plain MLP is already
-task-conditioned. With ``multi_head`` the last layer becomes one output head per task; the head
-of each sample is selected by that same one-hot, so the networks work unchanged on any leading
+Observations end with the task one-hot (Meta-World's ``use_one_hot``). The actor and each Q
+network split it off and hand state, one-hot (and action) to their network, built from the
+:class:`~mtrl.models.ModelSpec` (``agent.model``): the networks work unchanged on any leading
 shape (``[K, n, obs]`` batches and the per-task slices of a vmap alike).
 """
 
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-class MLP(nn.Module):
-    """Hidden layers only, each Linear then ReLU; the output layer is added by the caller.
-
-    The layers are applied with ``F.linear`` in one loop rather than as a ``Sequential`` of
-    modules: acting runs once per env step on a tiny batch, where module-call overhead measured
-    as large as the arithmetic (about 120 of 260 microseconds for the 3 x 400 actor on a CPU).
-    """
-
-    def __init__(self, in_dim: int, hidden_dims: list[int]):
-        super().__init__()
-        widths = [in_dim, *hidden_dims]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = F.relu(F.linear(x, layer.weight, layer.bias))
-        return x
+from mtrl.models import Dims, ModelSpec, PerTaskModule
 
 
-class PerTaskModule(nn.Module):
-    """A module whose parameters are partitioned by task: each task's samples touch only its own
-    part. :func:`task_specific_parameters` finds them, so that gradient surgery never mixes
-    tasks there."""
-
-
-class TaskHeads(PerTaskModule):
-    """One linear output head per task, chosen per sample by the task one-hot.
-
-    All heads are one wide layer (``hidden -> K * out``) whose outputs are masked by the one-hot
-    and summed, which keeps the module vmap-friendly and costs one matmul. A head's parameters
-    receive gradient only from its own task's samples.
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int):
-        super().__init__()
-        self.num_tasks, self.out_dim = num_tasks, out_dim
-        self.linear = nn.Linear(in_dim, num_tasks * out_dim)
-
-    def forward(self, hidden: torch.Tensor, task_onehot: torch.Tensor) -> torch.Tensor:
-        out = self.linear(hidden).unflatten(-1, (self.num_tasks, self.out_dim))
-        return (out * task_onehot.unsqueeze(-1)).sum(-2)
-
-
-class _Head(nn.Module):
-    """A single shared output layer or per-task heads, behind one interface."""
-
-    def __init__(self, in_dim: int, out_dim: int, num_tasks: int, multi_head: bool):
-        super().__init__()
-        self.num_tasks = num_tasks
-        self.layer = (
-            TaskHeads(in_dim, out_dim, num_tasks) if multi_head else nn.Linear(in_dim, out_dim)
-        )
-
-    def forward(self, hidden: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.layer, TaskHeads):
-            return self.layer(hidden, obs[..., -self.num_tasks :])
-        return self.layer(hidden)
+def split_task(obs: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state and the task one-hot at the end of an observation."""
+    return obs[..., :-num_tasks], obs[..., -num_tasks:]
 
 
 class Actor(nn.Module):
@@ -83,18 +30,17 @@ class Actor(nn.Module):
         obs_dim: int,
         action_dim: int,
         num_tasks: int,
-        hidden_dims: list[int],
-        multi_head: bool = False,
+        model: ModelSpec,
         log_std_bounds: tuple[float, float] = (-20.0, 2.0),
     ):
         super().__init__()
-        self.trunk = MLP(obs_dim, hidden_dims)
-        self.head = _Head(hidden_dims[-1], 2 * action_dim, num_tasks, multi_head)
+        self.num_tasks = num_tasks
+        self.model = model.build(Dims(obs_dim - num_tasks, 0, 2 * action_dim, num_tasks))
         self.log_std_min, self.log_std_max = log_std_bounds
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the pre-tanh Gaussian."""
-        mean, log_std = self.head(self.trunk(obs), obs).chunk(2, dim=-1)
+        mean, log_std = self.model(*split_task(obs, self.num_tasks)).chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
     def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,36 +67,23 @@ def squashed_gaussian_log_prob(
 
 
 class QNetwork(nn.Module):
-    def __init__(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        num_tasks: int,
-        hidden_dims: list[int],
-        multi_head: bool,
-    ):
+    def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, model: ModelSpec):
         super().__init__()
-        self.trunk = MLP(obs_dim + action_dim, hidden_dims)
-        self.head = _Head(hidden_dims[-1], 1, num_tasks, multi_head)
+        self.num_tasks = num_tasks
+        self.model = model.build(Dims(obs_dim - num_tasks, action_dim, 1, num_tasks))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(torch.cat([obs, action], -1)), obs).squeeze(-1)
+        state, task = split_task(obs, self.num_tasks)
+        return self.model(state, task, action).squeeze(-1)
 
 
 class TwinCritic(nn.Module):
     """Two independent Q networks; targets use their minimum (clipped double Q)."""
 
-    def __init__(
-        self,
-        obs_dim: int,
-        action_dim: int,
-        num_tasks: int,
-        hidden_dims: list[int],
-        multi_head: bool = False,
-    ):
+    def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, model: ModelSpec):
         super().__init__()
-        self.q1 = QNetwork(obs_dim, action_dim, num_tasks, hidden_dims, multi_head)
-        self.q2 = QNetwork(obs_dim, action_dim, num_tasks, hidden_dims, multi_head)
+        self.q1 = QNetwork(obs_dim, action_dim, num_tasks, model)
+        self.q2 = QNetwork(obs_dim, action_dim, num_tasks, model)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q1(obs, action), self.q2(obs, action)
@@ -165,13 +98,3 @@ class Temperature(PerTaskModule):
 
     def forward(self, task_onehot: torch.Tensor) -> torch.Tensor:
         return task_onehot @ self.log_alpha
-
-
-def task_specific_parameters(module: nn.Module) -> set[str]:
-    """Names of the parameters that only one task's samples touch (heads, temperatures)."""
-    return {
-        f"{prefix}.{name}" if prefix else name
-        for prefix, sub in module.named_modules()
-        if isinstance(sub, PerTaskModule)
-        for name, _ in sub.named_parameters()
-    }

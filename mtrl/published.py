@@ -20,6 +20,8 @@ class MethodKey:
     """What identifies a method for comparison with a paper."""
 
     model: str = "mlp"
+    task_embeddings: bool = False
+    """Fixed task embeddings given (``agent.task_embeddings``): CARE's paper uses them."""
     surgery: str = "none"
     options: tuple[tuple[str, Any], ...] = ()
     """Resolved surgery options (defaults filled in), sorted, without those that do not define
@@ -46,7 +48,7 @@ def _cagrad_table() -> list[Published]:
         ("Multi-headed SAC", {"model": "multihead"}, (0.61, 0.036), (0.45, 0.064)),
         ("PCGrad", {"surgery": "pcgrad"}, (0.72, 0.022), (0.50, 0.017)),
         ("Soft Modularization", {"model": "soft_modularization"}, (0.73, 0.043), (0.50, 0.035)),
-        ("CARE", {"model": "care"}, (0.84, 0.051), (0.54, 0.031)),
+        ("CARE", {"model": "care", "task_embeddings": True}, (0.84, 0.051), (0.54, 0.031)),
     ]
     out = [
         Published(bench, "mtrl", label, *numbers, CAGRAD_TABLE, MethodKey(**method))
@@ -103,6 +105,7 @@ def method_key(flat_config: dict[str, Any]) -> MethodKey:
     )
     return MethodKey(
         model=str(model),
+        task_embeddings=flat_config.get("agent.task_embeddings") is not None,
         surgery=str(name),
         options=tuple(sorted(options.items())),
         balancer=str(flat_config.get("balancer.name", "none")),

@@ -28,6 +28,8 @@ def default_run_dir(config: Config) -> Path:
     method = config.surgery.name
     if config.balancer.name != "none":
         method = f"{config.balancer.name}+{method}"
+    if config.agent.model != "mlp":
+        method = f"{config.agent.model}+{method}"
     return Path("runs") / f"{benchmark}-{method}-s{config.train.seed}-{stamp}"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,25 +21,18 @@ from mtrl.checkpoint import (
     Checkpointer,
     Preempted,
     PreemptionSignals,
-    restore_trainer,
+    restore_run,
 )
 from mtrl.collector import StepResult, make_train_envs
 from mtrl.config import Config, check_task_multiples
+from mtrl.device import resolve_device
 from mtrl.envs import make_envs, parse_benchmark
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.logger import RunLogger
+from mtrl.models import load_task_embeddings
 from mtrl.replay import MultiTaskReplay
 from mtrl.rundir import protocol
 from mtrl.seeding import stream_seed
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' requested but CUDA is not available; use cpu or auto")
-    return device
 
 
 def use_cuda_graph(compile: str, device: torch.device) -> bool:
@@ -70,6 +64,11 @@ class EpisodeStats:
             self.successes.append(bool(self.running_success[i]))
         self.running_return[done] = 0.0
         self.running_success[done] = False
+
+    def drop_unfinished(self) -> None:
+        """Forget the episodes in progress (the envs start new ones)."""
+        self.running_return[:] = 0.0
+        self.running_success[:] = False
 
     def state_dict(self) -> dict[str, object]:
         return {
@@ -164,6 +163,7 @@ class Trainer:
         self.eval_envs = make_envs(self.benchmark, config.env, train.seed)
         obs_dim = self.envs.single_observation_space.shape[0]
         self.action_dim = self.envs.single_action_space.shape[0]
+        self.task_embeddings = self._task_embeddings(resume)
         self.agent = MTSAC(
             obs_dim,
             self.action_dim,
@@ -173,6 +173,7 @@ class Trainer:
             train.seed,
             config.surgery,
             config.balancer,
+            self.task_embeddings,
             cuda_graph=use_cuda_graph(train.compile, self.device),
         )
         self.replay = MultiTaskReplay(
@@ -194,7 +195,7 @@ class Trainer:
         """All envs start a new episode at the next step (checkpoints are exact only here)."""
         if resume is not None:
             try:
-                restore_trainer(self, resume)
+                restore_run(self, resume)
             except BaseException:
                 self._close_envs()  # env workers are processes: never leave them behind
                 raise
@@ -205,6 +206,33 @@ class Trainer:
             config.logger,
             {**asdict(config), "protocol": protocol(config)},
         )
+
+    def _task_embeddings(self, resume: Checkpoint | None) -> torch.Tensor | None:
+        """``agent.task_embeddings`` in this benchmark's task order; a resumed run takes the
+        ones it started with from its checkpoint (the file is not needed again)."""
+        if resume is not None:
+            return resume.state.get("task_embeddings")
+        path = self.config.agent.task_embeddings
+        return None if path is None else load_task_embeddings(path, self.benchmark.task_names)
+
+    # --------------------------------------------------------------------------- checkpoints
+    def loop_state(self) -> dict[str, Any]:
+        """The loop's own part of a checkpoint (see :class:`mtrl.checkpoint.Run`)."""
+        return {
+            "last_success": self.last_success,
+            "obs": self.obs,
+            "episodes": self.episodes.state_dict(),
+            "interval": self.interval.state_dict(),
+        }
+
+    def load_loop_state(self, state: dict[str, Any], obs: np.ndarray, restart: bool) -> None:
+        self.last_success = state["last_success"]
+        self.interval.load_state_dict(state["interval"], self.device)
+        self.episodes.load_state_dict(state["episodes"])
+        if restart:
+            self.episodes.drop_unfinished()
+        self.obs = obs
+        self.at_boundary = True
 
     # --------------------------------------------------------------------------- main loop
     def run(self) -> EvalResult:

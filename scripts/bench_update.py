@@ -1,18 +1,22 @@
-"""One full MT-SAC update (critic + actor + temperature) with each surgery method vs without.
+"""One full MT-SAC update (critic + actor + temperature) with each surgery method and with each
+network model, vs the plain update of the one-hot MLP.
 
-MT10 and MT50 default networks (3 x 400) and batches (128 per task), on the chosen device, side
-by side in one run: every round times a burst of updates of the plain agent and then of every
-method's, so drift on a shared machine hits all alike; the table shows medians over rounds of
-the time per update. A burst is queued back to back and the device drained once at its end, as
-in training, where an update that never waits for the device lets Python run ahead of it.
-``--compile cudagraph`` adds each method replayed from a CUDA graph (``+graph`` rows). Methods
-take options as NAME:KEY=VALUE (``cagrad:solver=exact``: the host solver on a GPU). A second
-table times the per-task critic gradients: one vmapped pass vs a loop of K backward passes vs
-one plain backward. The last line is one JSON object with the times and ratios.
+MT10 and MT50 batches (128 per task), on the chosen device, side by side in one run: every round
+times a burst of updates of every variant, so drift on a shared machine hits all alike; the
+tables show medians over rounds of the time per update. A burst is queued back to back and the
+device drained once at its end, as in training, where an update that never waits for the device
+lets Python run ahead of it. Tables: (1) each surgery method with the default 3 x 400 MLP
+(methods take options as NAME:KEY=VALUE, e.g. ``cagrad:solver=exact``: the host solver on a
+GPU; ``--compile cudagraph`` adds each method replayed from a CUDA graph, ``+graph`` rows); (2)
+the per-task critic gradients: one vmapped pass vs a loop of K backward passes vs one plain
+backward; (3) each model (``agent.model``, with the network of its paper preset
+``configs/<benchmark>-<model>``) without surgery and with PCGrad. The last line is one JSON
+object with the times and ratios.
 
-    python scripts/bench_update.py                      # CPU, MT10 and MT50, every method
+    python scripts/bench_update.py                      # CPU, MT10 and MT50, everything
     python scripts/bench_update.py --device cuda --compile none cudagraph
-    python scripts/bench_update.py --quick --benchmarks mt10 --methods pcgrad cagrad
+    python scripts/bench_update.py --quick --benchmarks mt10 --methods pcgrad cagrad --models
+    python scripts/bench_update.py --methods --models moore paco   # models table only
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import yaml
 
-from mtrl import surgery
+from mtrl import models, surgery
 from mtrl.agent import MTSAC, CriticInputs, capture_problem
 from mtrl.capture import WARMUP
-from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.config import AgentConfig, SurgeryConfig, load_config
 from mtrl.replay import Batch
 from mtrl.sweep import parse_method
 
@@ -79,25 +84,61 @@ def surgery_config(spec: str) -> SurgeryConfig:
     return SurgeryConfig(name=method.name, options=options, diagnostics_every=0)
 
 
-def make_agent(num_tasks: int, spec: str, device: torch.device, cuda_graph: bool = False) -> MTSAC:
+def make_agent(
+    num_tasks: int,
+    spec: str,
+    device: torch.device,
+    config: AgentConfig | None = None,
+    cuda_graph: bool = False,
+) -> MTSAC:
     torch.manual_seed(0)
-    config = AgentConfig()
-    obs_dim = STATE_DIM + num_tasks
-    surgery = surgery_config(spec)
-    return MTSAC(obs_dim, ACTION_DIM, num_tasks, config, device, 0, surgery, cuda_graph)
+    return MTSAC(
+        STATE_DIM + num_tasks,
+        ACTION_DIM,
+        num_tasks,
+        config or AgentConfig(),
+        device,
+        seed=0,
+        surgery=surgery_config(spec),
+        cuda_graph=cuda_graph,
+    )
+
+
+def model_config(benchmark: str, model: str) -> AgentConfig:
+    """The network of the model's paper preset (``configs/<benchmark>-<model>``; the benchmark's
+    own preset for ``mlp``, ``-mhsac`` for ``multihead``) with the benchmark's batch of 128 per
+    task, so that only the network differs between the rows."""
+    presets = {"mlp": benchmark, "multihead": f"{benchmark}-mhsac"}
+    agent = load_config(presets.get(model, f"{benchmark}-{model}")).agent
+    return replace(agent, model=model, multi_head=False, batch_per_task=128)
 
 
 def bench_updates(
-    benchmark: str,
-    methods: list[str],
-    rounds: int,
-    burst: int,
-    device: torch.device,
-    modes: list[str],
+    agents: dict[str, MTSAC], num_tasks: int, rounds: int, burst: int, device: torch.device
 ) -> dict[str, float]:
-    """Milliseconds per update (median over rounds) per method, ``+graph`` for captured ones
-    (methods that cannot be captured are left out of those, with a note)."""
-    num_tasks = TASKS[benchmark]
+    """Median milliseconds per update of each agent, timed in bursts of ``burst`` updates, the
+    agents interleaved within each round."""
+    batches = [random_batch(num_tasks, 128, device, seed) for seed in range(4)]
+    for agent in agents.values():  # warm-up: allocations, caches, the graphs' capture
+        for step in range(WARMUP + 2 if agent.cuda_graph else 1):
+            agent.update(batches[step % len(batches)])
+    times: dict[str, list[float]] = {name: [] for name in agents}
+
+    def run(agent: MTSAC, first: int) -> None:
+        for step in range(burst):
+            agent.update(batches[(first + step) % len(batches)])
+
+    for r in range(rounds):
+        for name, agent in agents.items():
+            times[name].append(timed(lambda a=agent, r=r: run(a, r), device) / burst)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def method_agents(
+    num_tasks: int, methods: list[str], device: torch.device, modes: list[str]
+) -> dict[str, MTSAC]:
+    """The plain agent and one per method, eager and (``cudagraph`` in ``modes``) captured;
+    methods that cannot be captured are left out of the captured rows, with a note."""
     agents = {}
     for mode in modes:
         graph = mode == "cudagraph"
@@ -106,21 +147,24 @@ def bench_updates(
             if problem is not None:
                 print(f"  {spec}+graph: not captured ({problem})")
                 continue
-            agents[spec + ("+graph" if graph else "")] = make_agent(num_tasks, spec, device, graph)
-    batches = [random_batch(num_tasks, 128, device, seed) for seed in range(4)]
-    for agent in agents.values():  # warm-up: allocations, caches, the graphs' capture
-        for step in range(WARMUP + 2 if agent.cuda_graph else 1):
-            agent.update(batches[step % len(batches)])
-    times: dict[str, list[float]] = {label: [] for label in agents}
+            label = spec + ("+graph" if graph else "")
+            agents[label] = make_agent(num_tasks, spec, device, cuda_graph=graph)
+    return agents
 
-    def run(agent: MTSAC, first: int) -> None:
-        for step in range(burst):
-            agent.update(batches[(first + step) % len(batches)])
 
-    for r in range(rounds):
-        for label, agent in agents.items():
-            times[label].append(timed(lambda a=agent, r=r: run(a, r), device) / burst)
-    return {label: statistics.median(t) for label, t in times.items()}
+def bench_models(
+    benchmark: str, names: list[str], rounds: int, burst: int, device: torch.device
+) -> dict[tuple[str, str], float]:
+    """(model, surgery) -> ms, for surgery none and pcgrad."""
+    num_tasks = TASKS[benchmark]
+    agents = {
+        (name, method): make_agent(num_tasks, method, device, model_config(benchmark, name))
+        for name in names
+        for method in ("none", "pcgrad")
+    }
+    labelled = {f"{n}/{m}": a for (n, m), a in agents.items()}
+    ms = bench_updates(labelled, num_tasks, rounds, burst, device)
+    return {(n, m): ms[f"{n}/{m}"] for n, m in agents}
 
 
 def bench_per_task_grads(benchmark: str, rounds: int, device: torch.device) -> dict[str, float]:
@@ -161,13 +205,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--benchmarks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument(
-        "--methods", nargs="+", default=surgery.available(), help="NAME or NAME:KEY=VALUE,..."
+        "--methods", nargs="*", default=surgery.available(), help="NAME or NAME:KEY=VALUE,..."
     )
     parser.add_argument(
         "--compile", nargs="+", default=["none"], choices=["none", "cudagraph"], dest="modes"
     )
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, 3)")
     parser.add_argument("--burst", type=int, default=None, help="updates per timing (1; cuda 20)")
+    parser.add_argument(
+        "--models", nargs="*", default=models.available(), help="models table ('mlp' added)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, 3)")
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -182,30 +229,64 @@ def main() -> None:
     summary: dict[str, object] = {"device": str(device)}
     for benchmark in args.benchmarks:
         rounds = args.rounds or (2 if args.quick else (5 if benchmark == "mt10" else 3))
-        ms = bench_updates(benchmark, args.methods, rounds, burst, device, args.modes)
-        plain = ms["none"]
-        print(
-            f"\n{benchmark.upper()}: MT-SAC update, 3 x 400, batch 128/task, ms per update in "
-            f"bursts of {burst}, median of {rounds}"
-        )
-        print(f"  {'method':<24}{'ms':>10}{'x plain':>10}")
-        for method, value in ms.items():
-            print(f"  {method:<24}{value:10.2f}{value / plain:10.2f}")
-        summary[f"{benchmark}_plain_ms"] = round(plain, 3)
-        summary[f"{benchmark}_ms"] = {m: round(v, 3) for m, v in ms.items()}
-        summary[f"{benchmark}_ratio"] = {m: round(v / plain, 3) for m, v in ms.items()}
-
-        grads = bench_per_task_grads(benchmark, rounds, device)
-        print(f"  per-task critic gradients ({TASKS[benchmark]} tasks):")
-        for name, value in grads.items():
-            print(f"    {name:<20}{value:10.1f} ms{value / grads['plain backward']:8.2f}x plain")
-        summary[f"{benchmark}_vmap_over_plain_backward"] = round(
-            grads["vmap one pass"] / grads["plain backward"], 3
-        )
-        summary[f"{benchmark}_loop_over_vmap"] = round(
-            grads["loop of K backward"] / grads["vmap one pass"], 3
-        )
+        if args.methods:
+            bench_methods(benchmark, args.methods, args.modes, rounds, burst, device, summary)
+        if args.models:
+            names = ["mlp", *(m for m in args.models if m != "mlp")]
+            ms = bench_models(benchmark, names, rounds, burst, device)
+            report_models(benchmark, ms, summary)
     print(json.dumps(summary))
+
+
+def bench_methods(
+    benchmark: str,
+    methods: list[str],
+    modes: list[str],
+    rounds: int,
+    burst: int,
+    device: torch.device,
+    summary: dict,
+) -> None:
+    """Table 1 (surgery methods, default MLP) and table 2 (per-task critic gradients)."""
+    num_tasks = TASKS[benchmark]
+    agents = method_agents(num_tasks, methods, device, modes)
+    ms = bench_updates(agents, num_tasks, rounds, burst, device)
+    plain = ms["none"]
+    print(
+        f"\n{benchmark.upper()}: MT-SAC update, 3 x 400, batch 128/task, ms per update in "
+        f"bursts of {burst}, median of {rounds}"
+    )
+    print(f"  {'method':<24}{'ms':>10}{'x plain':>10}")
+    for method, value in ms.items():
+        print(f"  {method:<24}{value:10.2f}{value / plain:10.2f}")
+    summary[f"{benchmark}_plain_ms"] = round(plain, 3)
+    summary[f"{benchmark}_ms"] = {m: round(v, 3) for m, v in ms.items()}
+    summary[f"{benchmark}_ratio"] = {m: round(v / plain, 3) for m, v in ms.items()}
+
+    grads = bench_per_task_grads(benchmark, rounds, device)
+    print(f"  per-task critic gradients ({num_tasks} tasks):")
+    for name, value in grads.items():
+        print(f"    {name:<20}{value:10.1f} ms{value / grads['plain backward']:8.2f}x plain")
+    summary[f"{benchmark}_vmap_over_plain_backward"] = round(
+        grads["vmap one pass"] / grads["plain backward"], 3
+    )
+    summary[f"{benchmark}_loop_over_vmap"] = round(
+        grads["loop of K backward"] / grads["vmap one pass"], 3
+    )
+
+
+def report_models(benchmark: str, ms: dict[tuple[str, str], float], summary: dict) -> None:
+    """Table 3: each model without surgery and with PCGrad, relative to the plain MLP update."""
+    mlp = ms[("mlp", "none")]
+    print(f"\n{benchmark.upper()}: MT-SAC update per model (paper presets), batch 128/task")
+    print(f"  {'model':<21}{'ms':>9}{'x mlp':>8}{'pcgrad ms':>11}{'x mlp':>8}{'x own':>8}")
+    for name in dict.fromkeys(n for n, _ in ms):
+        plain, pcgrad = ms[(name, "none")], ms[(name, "pcgrad")]
+        print(
+            f"  {name:<21}{plain:9.1f}{plain / mlp:8.2f}{pcgrad:11.1f}{pcgrad / mlp:8.2f}"
+            f"{pcgrad / plain:8.2f}"
+        )
+    summary[f"{benchmark}_models_ms"] = {f"{n}/{m}": round(v, 2) for (n, m), v in ms.items()}
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ step tests 120 "$py" -m pytest -q -m cuda -p no:cacheprovider --junitxml="$work/
   tests/test_cuda.py tests/surgery/test_api.py
 
 step bench_update 100 "$py" scripts/bench_update.py --device cuda --benchmarks mt10 mt50 \
-  --methods pcgrad cagrad gradops mgda cagrad:solver=exact --compile none cudagraph --rounds 3
+  --methods pcgrad cagrad gradops mgda cagrad:solver=exact --compile none cudagraph --rounds 3 \
+  --models
 
 step bench_surgery 50 "$py" scripts/bench_surgery.py --device cuda --sizes 10x1e6 50x1e6 \
   --methods mean pcgrad cagrad mgda gradops upgrad nashmtl --repeat 5

@@ -28,6 +28,22 @@ MT10_TASKS = (
 )
 K, STATE, ACT, N = 3, 5, 2, 8
 """Small synthetic problems: tasks, state dims (plus the K one-hot), action dims, per-task batch."""
+TINY_MODEL_OPTIONS = {
+    "mlp": {},
+    "multihead": {},
+    # three layers of modules: the middle layer's routing is conditioned on the first's
+    "soft_modularization": {
+        "num_layers": 3,
+        "num_modules": 3,
+        "module_hidden": 8,
+        "routing_hidden": 8,
+    },
+    "care": {"num_experts": 3, "encoder_dim": 6, "context_dim": 5},
+    "moore": {"num_experts": 3},
+    "paco": {"num_param_sets": 3},
+}
+"""Small options for every model (agent.model_options; every option that shapes the network
+differs from 1)."""
 
 
 def run_cli(command: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -85,8 +85,8 @@ def test_famo_weights_act_on_the_rows_before_surgery():
 @pytest.mark.parametrize(
     "multi_head,expected",
     [
-        (False, ["q1.head.layer.weight", "q1.head.layer.bias"]),
-        (True, ["q1.trunk.layers.1.weight", "q1.trunk.layers.1.bias"]),
+        (False, ["q1.model.head.weight", "q1.model.head.bias"]),
+        (True, ["q1.model.trunk.layers.1.weight", "q1.model.trunk.layers.1.bias"]),
     ],
 )
 def test_gradnorm_layer_is_the_last_shared_layer_of_each_q_network(multi_head, expected):

@@ -1,7 +1,9 @@
 """Checkpoint files and the state they carry, without training runs (see test_resume.py)."""
 
+import ast
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,14 @@ from mtrl.envs import make_envs, parse_benchmark
 from mtrl.replay import MultiTaskReplay
 
 K, STATE, ACT = 3, 5, 2
+
+
+def test_the_checkpoint_module_does_not_import_the_trainer():
+    """The trainer imports the checkpoint module and hands itself over as a ``Run``."""
+    tree = ast.parse(Path(ckpt.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "mtrl.train" not in imported and "mtrl.cli" not in imported
 
 
 def nested_state():

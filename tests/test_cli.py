@@ -1,5 +1,7 @@
+import json
+
 import pytest
-from helpers import run_cli
+from helpers import MT10_TASKS, run_cli
 
 from mtrl.cli import resolve_train_config, train_parser
 
@@ -53,6 +55,26 @@ def assert_usage_error(result, *fragments: str) -> None:
         ),
         (["balancer.options.lr=1"], ["balancer.options are set but balancer.name is none"]),
         (["train.compile=jit"], ["train.compile must be none or cudagraph, got 'jit'"]),
+        (
+            ["agent.model=transformer"],
+            ["unknown model 'transformer' (agent.model)", "allowed: mlp, multihead, soft_mod"],
+        ),
+        (
+            ["agent.model=care", "agent.model_options.experts=4"],
+            ["agent.model_options: unknown option(s) ['experts'] for model 'care'", "num_exper"],
+        ),
+        (
+            ["agent.model=moore", "agent.model_options.num_experts=0"],
+            ["agent.model_options: option 'num_experts' must be an integer >= 1, got 0"],
+        ),
+        (
+            ["agent.model=paco", "agent.multi_head=true"],
+            ["agent.multi_head=true means agent.model=multihead and contradicts agent.model=paco"],
+        ),
+        (
+            ["agent.task_embeddings=tasks.json"],
+            ["agent.task_embeddings is set but agent.model=mlp does not read it"],
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, fragments, tmp_path):
@@ -88,6 +110,33 @@ def test_help_documents_flags_config_values_and_presets():
         assert key in result.stdout
     assert "presets (--config): " in result.stdout and "smoke" in result.stdout
     assert "famo (lr=0.025, gamma=0.001, min_loss=0.0)" in result.stdout
+    assert "models (agent.model;" in result.stdout and "care (num_experts=4," in result.stdout
+
+
+@pytest.mark.parametrize(
+    "vectors,fragment",
+    [
+        ({"reach-v3": [0.5, 1.0]}, "has no vector for push-v3, pick-place-v3, door-open-v3"),
+        (
+            {task: [0.5] * (2 + (task == "push-v3")) for task in MT10_TASKS},
+            "the vectors have different lengths (reach-v3: 2, push-v3: 3, pick-place-v3: 2",
+        ),
+    ],
+)
+def test_a_bad_task_embeddings_file_is_refused_before_training(vectors, fragment, tmp_path):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(vectors))
+    result = run_cli(
+        "mtrl-train",
+        "--config",
+        "smoke",
+        "agent.model=care",
+        f"agent.task_embeddings={path}",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert_usage_error(result, f"agent.task_embeddings '{path}'", fragment)
+    assert not (tmp_path / "run").exists()
 
 
 def _resolved(*argv: str):

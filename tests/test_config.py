@@ -101,6 +101,16 @@ def test_bad_preset_file_is_reported(tmp_path):
         load_config(str(path))
 
 
+def test_multi_head_is_the_older_spelling_of_the_multihead_model():
+    for overrides in (["agent.multi_head=true"], ["agent.model=multihead"]):
+        agent = load_config(None, overrides).agent
+        assert (agent.model, agent.multi_head) == ("multihead", True), overrides
+    assert load_config("mt10-mhsac").agent.model == "multihead"
+    assert (load_config().agent.model, load_config().agent.multi_head) == ("mlp", False)
+    with pytest.raises(ConfigError, match=r"agent\.multi_head=true means agent\.model=multihead"):
+        load_config(None, ["agent.multi_head=true", "agent.model=care"])
+
+
 def test_step_counts_must_be_whole_vector_steps():
     config = load_config(None, ["train.eval_every=1005"])
     check_task_multiples(config, 5)

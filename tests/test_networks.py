@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from mtrl.networks import Actor, TwinCritic, squashed_gaussian_log_prob, task_specific_parameters
+from mtrl.models import ModelSpec, task_specific_parameters
+from mtrl.networks import Actor, TwinCritic, squashed_gaussian_log_prob
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,7 @@ def test_log_prob_is_finite_when_saturated_and_agrees_with_torch():
 
 
 def test_actor_actions_are_bounded_and_zero_noise_is_the_mean():
-    actor = Actor(obs_dim=8, action_dim=2, num_tasks=3, hidden_dims=[16])
+    actor = Actor(obs_dim=8, action_dim=2, num_tasks=3, model=ModelSpec(hidden_dims=(16,)))
     obs = torch.randn(5, 8) * 10
     action, log_prob = actor(obs, torch.randn(5, 2))
     assert action.shape == (5, 2) and log_prob.shape == (5,)
@@ -71,29 +72,29 @@ def one_hot_obs(num_tasks: int, n: int, state_dim: int = 4) -> torch.Tensor:
 
 def test_multi_head_gradients_stay_in_their_task_head():
     K = 3
-    critic = TwinCritic(obs_dim=4 + K, action_dim=2, num_tasks=K, hidden_dims=[8], multi_head=True)
+    critic = TwinCritic(4 + K, 2, K, ModelSpec("multihead", hidden_dims=(8,)))
     obs, action = one_hot_obs(K, 6), torch.randn(K, 6, 2)
     q1, q2 = critic(obs[1], action[1])  # samples of task 1 only
     (q1.sum() + q2.sum()).backward()
     heads = task_specific_parameters(critic)
     assert heads == {
-        "q1.head.layer.linear.weight",
-        "q1.head.layer.linear.bias",
-        "q2.head.layer.linear.weight",
-        "q2.head.layer.linear.bias",
+        "q1.model.heads.linear.weight",
+        "q1.model.heads.linear.bias",
+        "q2.model.heads.linear.weight",
+        "q2.model.heads.linear.bias",
     }
-    grad = critic.q1.head.layer.linear.weight.grad.view(K, 1, -1)
+    grad = critic.q1.model.heads.linear.weight.grad.view(K, 1, -1)
     assert grad[1].abs().sum() > 0
     assert torch.all(grad[0] == 0) and torch.all(grad[2] == 0)
 
 
 def test_multi_head_selects_the_head_of_each_sample():
     K = 4
-    actor = Actor(obs_dim=3 + K, action_dim=2, num_tasks=K, hidden_dims=[8], multi_head=True)
+    actor = Actor(3 + K, 2, K, ModelSpec("multihead", hidden_dims=(8,)))
     obs = one_hot_obs(K, 2, state_dim=3)
-    hidden = actor.trunk(obs)
-    weight = actor.head.layer.linear.weight.view(K, 4, 8)
-    bias = actor.head.layer.linear.bias.view(K, 4)
+    hidden = actor.model.trunk(obs)  # the trunk reads the state and the one-hot
+    weight = actor.model.heads.linear.weight.view(K, 4, 8)
+    bias = actor.model.heads.linear.bias.view(K, 4)
     expected = torch.einsum("knh,koh->kno", hidden, weight) + bias[:, None, :]
     mean, log_std = actor.distribution(obs)
     torch.testing.assert_close(mean, expected[..., :2])
@@ -101,4 +102,4 @@ def test_multi_head_selects_the_head_of_each_sample():
 
 
 def test_single_head_has_no_task_specific_parameters():
-    assert task_specific_parameters(Actor(5, 2, 2, [4])) == set()
+    assert task_specific_parameters(Actor(5, 2, 2, ModelSpec(hidden_dims=(4,)))) == set()

@@ -240,3 +240,7 @@ def test_published_table_is_keyed_by_benchmark_protocol_and_method():
     cagrad = {"surgery.name": "cagrad", "surgery.options.c": 0.9, "surgery.options.rescale": True}
     assert lookup("mt10", "mtrl", method_key(cagrad)).label == "CAGrad"
     assert lookup("mt50", "mtrl", method_key(cagrad)) is None  # MT50 used c = 0.5
+    care = {"agent.model": "care", "agent.task_embeddings": "mt10.json"}
+    assert lookup("mt10", "mtrl", method_key(care)).label == "CARE"
+    # CARE without the paper's pretrained embeddings is another method
+    assert lookup("mt10", "mtrl", method_key({"agent.model": "care"})) is None

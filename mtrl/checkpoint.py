@@ -348,6 +348,8 @@ def agent_networks(agent: MTSAC) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def load_agent_networks(agent: MTSAC, networks: dict[str, dict[str, torch.Tensor]]) -> None:
+    if is_mtrl_0_1_layout(networks):
+        networks = from_mtrl_0_1_layout(networks, agent.num_tasks, agent.action_dim)
     modules = {
         "actor": agent.actor,
         "critic": agent.critic,
@@ -364,6 +366,41 @@ def load_agent_networks(agent: MTSAC, networks: dict[str, dict[str, torch.Tensor
                 f"the checkpoint's {name} does not fit this agent (different networks?): "
                 f"{str(exc).splitlines()[0]}"
             ) from None
+
+
+def is_mtrl_0_1_layout(networks: dict[str, dict[str, torch.Tensor]]) -> bool:
+    """Networks saved by mtrl 0.1, before ``mtrl.models``: the actor's layers at its top level."""
+    return any(key.startswith("trunk.") for key in networks.get("actor", {}))
+
+
+def from_mtrl_0_1_layout(
+    networks: dict[str, dict[str, torch.Tensor]], num_tasks: int, action_dim: int
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The same MLP (``mlp``) or MLP with per-task heads (``multihead``) under mtrl.models' names.
+
+    The layers moved under ``model.`` and the heads from ``head.layer`` to ``head`` or ``heads``;
+    the Q networks read ``[state, one-hot, action]`` then and ``[state, action, one-hot]`` now,
+    so the columns of their first layer are reordered. The functions computed are unchanged.
+    """
+
+    def rename(key: str) -> str:
+        key = key.replace("trunk.", "model.trunk.", 1)
+        key = key.replace("head.layer.linear.", "model.heads.linear.", 1)
+        return key.replace("head.layer.", "model.head.", 1)
+
+    def first_layer_columns(weight: torch.Tensor) -> torch.Tensor:
+        state = weight.shape[1] - num_tasks - action_dim
+        onehot, action = weight[:, state : state + num_tasks], weight[:, state + num_tasks :]
+        return torch.cat([weight[:, :state], action, onehot], dim=1)
+
+    upgraded: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensors in networks.items():
+        upgraded[name] = {}
+        for key, value in tensors.items():
+            if name in ("critic", "critic_target") and key.endswith("trunk.layers.0.weight"):
+                value = first_layer_columns(value)
+            upgraded[name][rename(key) if name != "temperature" else key] = value
+    return upgraded
 
 
 def _agent_state(agent: MTSAC) -> dict[str, Any]:
@@ -760,6 +797,12 @@ def check_resumable(run_dir: Path, checkpoint: Checkpoint, config: Config) -> No
     """Everything that must hold before a resume touches the run folder."""
     if checkpoint.kind != KIND_TRAIN:
         raise CheckpointError(f"'{checkpoint.path}' holds an agent only; it cannot be resumed")
+    if is_mtrl_0_1_layout(checkpoint.state["agent"]["networks"]):
+        raise CheckpointError(
+            f"'{checkpoint.path}' was written by mtrl {checkpoint.state.get('mtrl_version')}, "
+            "whose training state (networks, optimizers, random streams) this mtrl cannot "
+            "continue; mtrl-eval still evaluates its agent"
+        )
     if experiment_differences(checkpoint.config, config):
         raise CheckpointError(
             f"'{checkpoint.path}' belongs to a different experiment than "

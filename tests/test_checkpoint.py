@@ -15,6 +15,7 @@ from mtrl.checkpoint import (
     Checkpointer,
     CheckpointError,
     experiment_differences,
+    load_agent_networks,
     load_checkpoint,
     save_checkpoint,
 )
@@ -269,3 +270,29 @@ def test_stale_temporary_files_are_removed_by_the_next_checkpoint(tmp_path):
         save_checkpoint(ckpt.step_file(tmp_path, step), ckpt.KIND_AGENT, {"step": step})
     Checkpointer(tmp_path, CheckpointConfig(keep_last=2))._prune()
     assert sorted(os.listdir(directory)) == ["step-0000000200.pt", "step-0000000300.pt"]
+
+
+@pytest.mark.parametrize("model", ["mlp", "multihead"])
+def test_agents_saved_by_mtrl_0_1_still_load_and_compute_the_same(model):
+    """tests/data holds agents written by mtrl 0.1.0 (before mtrl.models) with the outputs that
+    version computed; today's networks, loaded from them, compute the same."""
+    checkpoint = load_checkpoint(Path(__file__).parent / "data" / f"mtrl-0.1.0-{model}.pt")
+    expected = checkpoint.state["expected"]
+    obs, action = expected["obs"], expected["action"]
+    k, a = obs.shape[0], action.shape[-1]
+    config = AgentConfig(hidden_dims=[16, 16], model=model)
+    agent = MTSAC(obs.shape[-1], a, k, config, seed=0)
+    load_agent_networks(agent, checkpoint.state["agent"]["networks"])
+    mean_action = agent.act(obs.reshape(-1, obs.shape[-1]).numpy(), deterministic=True)
+    torch.testing.assert_close(torch.from_numpy(mean_action), expected["mean_action"])
+    with torch.no_grad():
+        q1, q2 = agent.critic(obs, action)
+    torch.testing.assert_close(q1, expected["q1"])
+    torch.testing.assert_close(q2, expected["q2"])
+
+
+def test_a_training_checkpoint_of_mtrl_0_1_is_not_resumed(tmp_path):
+    old = load_checkpoint(Path(__file__).parent / "data" / "mtrl-0.1.0-mlp.pt")
+    training = ckpt.Checkpoint(old.path, ckpt.KIND_TRAIN, old.state)
+    with pytest.raises(CheckpointError, match=r"written by mtrl 0\.1\.0.*mtrl-eval still"):
+        ckpt.check_resumable(tmp_path, training, load_config())

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from mtrl.cli import train_main
-from mtrl.config import load_config, to_yaml
+from mtrl.config import flatten, load_config, to_yaml
 from mtrl.published import PUBLISHED, MethodKey, lookup, method_key
 from mtrl.report import interquartile_mean, report_main, standard_error, t975
 from mtrl.rundir import protocol
@@ -244,3 +245,28 @@ def test_published_table_is_keyed_by_benchmark_protocol_and_method():
     assert lookup("mt10", "mtrl", method_key(care)).label == "CARE"
     # CARE without the paper's pretrained embeddings is another method
     assert lookup("mt10", "mtrl", method_key({"agent.model": "care"})) is None
+
+
+@pytest.mark.parametrize(
+    "preset,label",
+    [
+        ("mt10", "Multi-task SAC"),
+        ("mt50-mhsac", "Multi-headed SAC"),
+        ("mt10-pcgrad", "PCGrad"),
+        ("mt50-cagrad", "CAGrad"),
+        ("mt10-cagrad_fast", "CAGrad-Fast"),
+        ("mt10-soft_modularization", "Soft Modularization"),
+        ("mt10-famo", "FAMO"),
+        ("mt10-mgda", None),
+        ("mt10-care", None),  # the paper's CARE needs its task embeddings
+        ("mt10-mwplus", None),
+    ],
+)
+def test_paper_presets_find_their_published_number(preset, label):
+    config = load_config(preset)
+    flat = flatten(asdict(config))
+    found = lookup(config.env.benchmark, config.train.protocol, method_key(flat))
+    assert (found and found.label) == label
+    with_embeddings = {**flat, "agent.task_embeddings": "tasks.json"}
+    if preset == "mt10-care":
+        assert lookup("mt10", "mtrl", method_key(with_embeddings)).label == "CARE"

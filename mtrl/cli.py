@@ -146,7 +146,8 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         help="continue the run in DIR from its latest checkpoint, with its stored config; "
-        "overrides may only change train.device, train.threads, train.compile and checkpoint.*",
+        "overrides may only change train.device, train.threads, train.compile, "
+        "train.env_workers and checkpoint.*",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")

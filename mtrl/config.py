@@ -494,6 +494,21 @@ def describe_options() -> list[tuple[str, str, str]]:
     return rows
 
 
+RUN_ONLY_KEYS = frozenset(
+    {
+        "train.seed",
+        "train.device",
+        "train.threads",
+        "train.compile",
+        "train.env_workers",
+        "train.log_every",
+        "env.vector_strategy",
+    }
+)
+"""Settings that change where or how a run executes or logs, not what it computes (besides the
+seed): the seeds of one experiment differ only in these (and in checkpoint.* and logger.*)."""
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """``{"train": {"seed": 0}}`` -> ``{"train.seed": 0}`` (an empty mapping stays a value)."""
     if isinstance(tree, dict) and (tree or not prefix):

@@ -7,8 +7,9 @@ setting, so a result is only comparable with a paper run under that paper's prot
     The CARE / CAGrad / Nash-MTL / FAMO family (facebookresearch/mtrl): 2M vector steps (one
     step of every task; 20M transitions on MT10, 100M on MT50) with one update each, one fixed goal
     per task for the whole run, 1500 vector steps of random actions, one deterministic evaluation
-    episode per task every 10k vector steps, batch 1280 (CAGrad's run.sh, on MT10 and MT50); the
-    reported number is the best mean success over all evaluations (CAGrad App. B).
+    episode per task every 10k vector steps, batch 1280 in total (CAGrad's run.sh): 128 per task
+    on MT10, 26 on MT50 (1300); the reported number is the best mean success over all
+    evaluations (CAGrad App. B).
 ``mwplus``
     Meta-World+ (metaworld-algorithms, v3 envs): 2e7 transitions on MT10 and 1e8 on MT50, random
     goals (one of the 50 training goals at every reset), 4000 vector steps of random actions, 50

@@ -2,14 +2,21 @@
 
 A number is only ever shown beside runs of the same benchmark, the same protocol (followed
 without deviations, see :mod:`mtrl.protocols`) and the same method: the same network model,
-surgery method with the same resolved options, and loss balancer. Each entry names its source.
+surgery method with the same resolved options, and loss balancer. Each entry names its source
+and the preset that is the paper's setting; a run whose result-relevant settings differ from
+that preset's (network sizes, learning rates, model options, the components surgery or a
+balancer acts on, ...) gets no number either (:func:`paper_number`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from mtrl.config import RUN_ONLY_KEYS, flatten, load_config
 
 NOT_THE_METHOD = ("seed", "solver")
 """Surgery options that change how a method is computed, not which method it is."""
@@ -42,21 +49,35 @@ class Published:
     success: float
     stderr: float | None
     source: str
+    preset: str
+    """The config preset (``configs/``) that is the paper's setting for this number."""
     method: MethodKey = field(default_factory=MethodKey)
 
 
 def _cagrad_table() -> list[Published]:
     rows = [
-        # paper label, method, (MT10 mean, s.e.), (MT50 mean, s.e.)
-        ("Multi-task SAC", {}, (0.49, 0.073), (0.36, 0.013)),
-        ("Multi-headed SAC", {"model": "multihead"}, (0.61, 0.036), (0.45, 0.064)),
-        ("PCGrad", {"surgery": "pcgrad"}, (0.72, 0.022), (0.50, 0.017)),
-        ("Soft Modularization", {"model": "soft_modularization"}, (0.73, 0.043), (0.50, 0.035)),
-        ("CARE", {"model": "care", "task_embeddings": True}, (0.84, 0.051), (0.54, 0.031)),
+        # paper label, preset suffix, method, (MT10 mean, s.e.), (MT50 mean, s.e.)
+        ("Multi-task SAC", "", {}, (0.49, 0.073), (0.36, 0.013)),
+        ("Multi-headed SAC", "-mhsac", {"model": "multihead"}, (0.61, 0.036), (0.45, 0.064)),
+        ("PCGrad", "-pcgrad", {"surgery": "pcgrad"}, (0.72, 0.022), (0.50, 0.017)),
+        (
+            "Soft Modularization",
+            "-soft_modularization",
+            {"model": "soft_modularization"},
+            (0.73, 0.043),
+            (0.50, 0.035),
+        ),
+        (
+            "CARE",
+            "-care",
+            {"model": "care", "task_embeddings": True},
+            (0.84, 0.051),
+            (0.54, 0.031),
+        ),
     ]
     out = [
-        Published(bench, "mtrl", label, *numbers, CAGRAD_TABLE, MethodKey(**method))
-        for label, method, mt10, mt50 in rows
+        Published(bench, "mtrl", label, *numbers, CAGRAD_TABLE, bench + suffix, MethodKey(**method))
+        for label, suffix, method, mt10, mt50 in rows
         for bench, numbers in (("mt10", mt10), ("mt50", mt50))
     ]
     # CAGrad's run.sh: c = 0.9 on MT10 and 0.5 on MT50, the update divided by 1 + c^2.
@@ -68,8 +89,11 @@ def _cagrad_table() -> list[Published]:
         fast = MethodKey(
             surgery="cagrad_fast", options=(("c", c), ("k", groups), ("rescale", True))
         )
-        out.append(Published(bench, "mtrl", "CAGrad", mean, se, CAGRAD_TABLE, cagrad))
-        out.append(Published(bench, "mtrl", "CAGrad-Fast", fast_mean, fast_se, CAGRAD_TABLE, fast))
+        for label, numbers, preset, method in (
+            ("CAGrad", (mean, se), f"{bench}-cagrad", cagrad),
+            ("CAGrad-Fast", (fast_mean, fast_se), f"{bench}-cagrad_fast", fast),
+        ):
+            out.append(Published(bench, "mtrl", label, *numbers, CAGRAD_TABLE, preset, method))
     return out
 
 
@@ -78,7 +102,7 @@ def _famo_table() -> list[Published]:
     famo = MethodKey(
         balancer="famo", balancer_options=(("gamma", 0.01), ("lr", 0.025), ("min_loss", 0.0))
     )
-    return [Published("mt10", "mtrl", "FAMO", 0.83, 0.05, FAMO_TABLE, famo)]
+    return [Published("mt10", "mtrl", "FAMO", 0.83, 0.05, FAMO_TABLE, "mt10-famo", famo)]
 
 
 PUBLISHED: tuple[Published, ...] = (*_cagrad_table(), *_famo_table())
@@ -92,6 +116,47 @@ def lookup(benchmark: str, protocol: str, method: MethodKey) -> Published | None
         if (entry.benchmark, entry.protocol, entry.method) == (benchmark, protocol, method):
             return entry
     return None
+
+
+NOT_THE_SETTING = RUN_ONLY_KEYS | {
+    "train.collector",  # overlap's one-update policy lag is accepted as the same experiment
+    "surgery.diagnostics_every",
+    "agent.multi_head",  # the older spelling of agent.model, part of the method key
+    "agent.task_embeddings",  # the file's path; whether one is given is part of the method key
+}
+"""Keys that may differ from the paper's preset: they change where or how a run executes or
+logs, or are compared through :class:`MethodKey` (which resolves surgery and balancer options)."""
+NOT_THE_SETTING_PREFIXES = ("checkpoint.", "logger.", "surgery.options", "balancer.options")
+
+
+def paper_number(flat_config: dict[str, Any], benchmark: str, protocol: str) -> Published | None:
+    """The published number for a run, if it runs the paper's method in the paper's setting."""
+    entry = lookup(benchmark, protocol, method_key(flat_config))
+    if entry is None or setting_differences(flat_config, entry.preset):
+        return None
+    return entry
+
+
+def setting_differences(flat_config: dict[str, Any], preset: str) -> list[str]:
+    """The result-relevant keys in which a run's flattened config differs from a preset's."""
+    reference = _preset_settings(preset)
+    return sorted(
+        key
+        for key in reference.keys() | flat_config.keys()
+        if key not in NOT_THE_SETTING
+        and not key.startswith(NOT_THE_SETTING_PREFIXES)
+        and _canonical(flat_config.get(key)) != reference.get(key)
+    )
+
+
+@functools.cache
+def _preset_settings(preset: str) -> dict[str, str]:
+    return {k: _canonical(v) for k, v in flatten(asdict(load_config(preset))).items()}
+
+
+def _canonical(value: Any) -> str:
+    """One spelling per value (tuples and lists alike), so that YAML and dataclasses compare."""
+    return json.dumps(value, sort_keys=True)
 
 
 def method_key(flat_config: dict[str, Any]) -> MethodKey:

@@ -31,26 +31,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mtrl.config import flatten
+from mtrl.config import RUN_ONLY_KEYS, flatten
 from mtrl.logger import METRICS_FILE, read_metrics
-from mtrl.published import Published, lookup, method_key
+from mtrl.published import Published, method_key, paper_number
 from mtrl.rundir import CONFIG_FILE, META_FILE
 
 PROTOCOL_KEYS = ("name", "benchmark", "goal_mode", "max_episode_steps", "reward_version")
 """What makes success rates comparable (mtrl.rundir records it in meta.json): runs that differ in
 one of these are never pooled."""
-# Config values that may differ between the seeds of one table row: they do not change results.
-POOLABLE_KEYS = {
-    "train.seed",
-    "train.device",
-    "train.threads",
-    "train.compile",
-    "train.env_workers",
-    "train.log_every",
-    "env.vector_strategy",
-    "train.protocol",
-}
-"""Settings that change where or how a run executes or logs, not its results (checkpoint.* too)."""
 SUCCESS = "eval/success"
 TASK_PREFIX = "eval/success/"
 PROG = "mtrl-report"
@@ -288,7 +276,7 @@ class Row:
         p = dict(self.protocol)
         if p["name"] == "none" or self.deviations:
             return None
-        return lookup(str(p["benchmark"]), str(p["name"]), method_key(self.runs[0].config))
+        return paper_number(self.runs[0].config, str(p["benchmark"]), str(p["name"]))
 
     @property
     def seeds(self) -> list[int]:
@@ -332,7 +320,7 @@ def group_runs(runs: list[Run], notes: list[str]) -> dict[ProtocolKey, list[Row]
 
 def _differing_keys(runs: list[Run]) -> list[str]:
     keys = sorted(set().union(*(r.config for r in runs)))
-    ignored = POOLABLE_KEYS | {f"env.{k}" for k in PROTOCOL_KEYS}
+    ignored = RUN_ONLY_KEYS | {f"env.{k}" for k in PROTOCOL_KEYS}
     return [
         k
         for k in keys
@@ -642,7 +630,8 @@ def _markdown(
         "interquartile mean over seeds (the middle 50%; the plain mean below 4 seeds). "
         "Protocols are never pooled. **paper**: the published number (mean ± s.e.) for this "
         "method under this protocol, with its source in results.csv, only where the runs follow "
-        "the protocol without deviations.",
+        "the protocol without deviations and the paper's preset in every setting that changes "
+        "results (results.csv names the source; the README's table names the presets).",
     ]
     for key, rows in grouped.items():
         slug = protocol_slug(key)

@@ -16,7 +16,7 @@ import yaml
 
 from mtrl.cli import train_main
 from mtrl.config import flatten, load_config, to_yaml
-from mtrl.published import PUBLISHED, MethodKey, lookup, method_key
+from mtrl.published import PUBLISHED, MethodKey, lookup, method_key, paper_number
 from mtrl.report import interquartile_mean, report_main, standard_error, t975
 from mtrl.rundir import protocol
 
@@ -265,8 +265,39 @@ def test_published_table_is_keyed_by_benchmark_protocol_and_method():
 def test_paper_presets_find_their_published_number(preset, label):
     config = load_config(preset)
     flat = flatten(asdict(config))
-    found = lookup(config.env.benchmark, config.train.protocol, method_key(flat))
+    found = paper_number(flat, config.env.benchmark, config.train.protocol)
     assert (found and found.label) == label
     with_embeddings = {**flat, "agent.task_embeddings": "tasks.json"}
     if preset == "mt10-care":
-        assert lookup("mt10", "mtrl", method_key(with_embeddings)).label == "CARE"
+        assert paper_number(with_embeddings, "mt10", "mtrl").label == "CARE"
+
+
+@pytest.mark.parametrize(
+    "preset,overrides",
+    [
+        ("mt10", ["agent.hidden_dims=[8]"]),
+        ("mt10", ["agent.actor_lr=1.0"]),
+        ("mt10-pcgrad", ["surgery.components=[critic]"]),
+        ("mt10-famo", ["balancer.components=[critic,actor]"]),
+        ("mt10-soft_modularization", ["agent.model_options.num_modules=1"]),
+    ],
+)
+def test_no_published_number_for_another_setting_of_the_method(preset, overrides):
+    """The method and the protocol match the paper, a result-relevant setting does not."""
+    paper = flatten(asdict(load_config(preset)))
+    changed = flatten(asdict(load_config(preset, overrides)))
+    assert paper_number(paper, "mt10", "mtrl") is not None
+    assert paper_number(changed, "mt10", "mtrl") is None
+
+
+def test_published_number_kept_for_changes_of_where_and_how_a_run_executes():
+    run_only = [
+        "train.seed=7",
+        "train.threads=4",
+        "train.collector=overlap",
+        "checkpoint.every=1000",
+        "logger.wandb=true",
+        "surgery.options.solver=device",
+    ]
+    flat = flatten(asdict(load_config("mt10-pcgrad", run_only)))
+    assert paper_number(flat, "mt10", "mtrl").label == "PCGrad"

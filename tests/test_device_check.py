@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import SOURCE_ROOT, child_env
 
 SCRIPTS = SOURCE_ROOT / "scripts"
@@ -28,7 +29,7 @@ JUNIT = """<testsuites><testsuite>
 </testsuite></testsuites>"""
 
 
-def test_report_from_the_steps_output(tmp_path):
+def test_report_from_the_steps_output(tmp_path, monkeypatch):
     write_step(tmp_path, "env", "0 3 30", '{"torch": "2.11.0", "gpu": "NVIDIA H200"}\n')
     write_step(tmp_path, "tests", "1 40 120")
     (tmp_path / "tests.xml").write_text(JUNIT.format(bitwise=device_report.BITWISE_TEST))
@@ -45,7 +46,7 @@ def test_report_from_the_steps_output(tmp_path):
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     report = tmp_path / "report.json"
-    sys.argv = ["device_report.py", str(tmp_path), str(report), "321"]
+    monkeypatch.setattr(sys, "argv", ["device_report.py", str(tmp_path), str(report), "321"])
     device_report.main()
     out = json.loads(report.read_text())
     assert out["elapsed_s"] == 321 and out["env"]["gpu"] == "NVIDIA H200"
@@ -64,6 +65,7 @@ def test_report_from_the_steps_output(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses GNU timeout")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the steps run instead of failing")
 def test_device_check_writes_its_report_when_the_steps_fail(tmp_path):
     """Without a GPU the benchmarks and the training fail fast and the CUDA tests skip: every
     step must still be recorded and the report written."""

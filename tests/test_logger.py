@@ -1,3 +1,4 @@
+import hashlib
 import sys
 
 import pytest
@@ -15,6 +16,7 @@ def test_wandb_without_the_package_is_refused_before_the_run(monkeypatch):
 
 def test_wandb_run_id_is_stable_per_folder_and_safe(tmp_path):
     a, b = tmp_path / "x" / "mt10: pcgrad s0", tmp_path / "y" / "mt10: pcgrad s0"
-    assert wandb_run_id(a) == wandb_run_id(a)
+    digest = hashlib.sha256(str(a.resolve()).encode()).hexdigest()[:8]
+    assert wandb_run_id(a) == f"mt10-pcgrad-s0-{digest}"  # resumed runs find their W&B run
     assert wandb_run_id(a) != wandb_run_id(b)  # equal names, different runs
     assert set(wandb_run_id(a)) <= set("abcdefghijklmnopqrstuvwxyz0123456789.-_")

@@ -1,14 +1,19 @@
 """Every random stream of a run is its own: no two consumers, and no two adjacent run seeds,
 draw the same numbers."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
 from helpers import ACT, STATE, K
 
 from mtrl.agent import MTSAC
-from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.config import AgentConfig, SurgeryConfig, load_config
 from mtrl.replay import MultiTaskReplay
 from mtrl.seeding import stream_seed
+from mtrl.train import Trainer
 
 NAMES = ("agent.noise", "replay.sampling", "warmup.actions", "surgery.critic", "surgery.actor")
 
@@ -17,7 +22,20 @@ def test_stream_seeds_are_deterministic_and_distinct():
     seeds = {(run, name): stream_seed(run, name) for run in range(5) for name in NAMES}
     assert len(set(seeds.values())) == len(seeds)
     assert all(0 <= s < 2**63 for s in seeds.values())
-    assert stream_seed(3, "agent.noise") == stream_seed(3, "agent.noise")
+
+
+def test_stream_seeds_are_the_same_in_another_process():
+    """Resume relies on it: a salted hash (Python's ``hash``) would differ between processes."""
+    code = "from mtrl.seeding import stream_seed; print(stream_seed(3, 'agent.noise'))"
+    for salt in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": salt},
+        )
+        assert int(out.stdout) == stream_seed(3, "agent.noise")
 
 
 def _agent(seed: int, surgery: str = "pcgrad") -> MTSAC:
@@ -54,3 +72,27 @@ def test_the_same_seed_gives_the_same_streams():
                            b.surgeries[name].generator.get_state())  # fmt: skip
     rng = [np.random.default_rng(stream_seed(7, "warmup.actions")).random(3) for _ in range(2)]
     np.testing.assert_array_equal(*rng)
+
+
+def test_the_trainer_gives_noise_and_replay_sampling_their_own_streams(tmp_path):
+    """The trainer's wiring, not only the seeds: the replay samples from the
+    ``replay.sampling`` stream of the run seed, the agent's noise from another one."""
+    overrides = [
+        "env.benchmark=mt1:reach-v3",
+        "env.max_episode_steps=20",
+        "agent.hidden_dims=[8]",
+        "agent.batch_per_task=4",
+        "train.total_steps=100",
+        "train.warmup_steps=10",
+        "train.buffer_size=1000",
+        "train.seed=5",
+    ]
+    trainer = Trainer(load_config(None, overrides), tmp_path / "run", progress=False)
+    try:
+        replay_bits = torch.randint(1000, (20,), generator=trainer.replay.generator)
+        noise_bits = torch.randint(1000, (20,), generator=trainer.agent.generator)
+    finally:
+        trainer.close()
+    expected = torch.Generator().manual_seed(stream_seed(5, "replay.sampling"))
+    assert torch.equal(replay_bits, torch.randint(1000, (20,), generator=expected))
+    assert not torch.equal(replay_bits, noise_bits)

@@ -1,9 +1,11 @@
-"""Multi-task SAC: task-conditioned actor, twin critic, one learned temperature per task.
+"""Multi-task SAC: task-conditioned actor, twin critic, learned temperatures (per task or one).
 
-Every loss is computed per task: given a ``[K, n, ...]`` batch it returns a ``[K]`` vector, and
-given one task's ``[n, ...]`` slice (inside a vmap) a scalar. :meth:`MTSAC._descend` is the one
-place where the K losses of a component become a gradient step: either the gradient of their
-mean (plain MT-SAC), or the K per-task gradients from one vectorised pass, combined by a
+Every loss is computed per task: given a ``[K, n, ...]`` batch it returns a ``[K]`` vector (each
+task's mean over its drawn transitions, :func:`mtrl.replay.task_means`), and given one task's
+``[n, ...]`` slice (inside a vmap) a scalar. :meth:`MTSAC._descend` is the one place where the K
+losses of a component become a gradient step: either the gradient of the mean over the batch
+(plain MT-SAC; the mean of the K losses for a balanced batch, each weighted by its task's share of
+a uniform one), or the K per-task gradients from one vectorised pass, combined by a
 gradient-surgery method (:mod:`mtrl.surgery`). A loss balancer (:mod:`mtrl.balancers`) weights
 the K losses first (on the surgery path: the K gradient rows).
 
@@ -29,8 +31,8 @@ from mtrl import surgery as surgery_lib
 from mtrl.capture import GraphedUpdate
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
 from mtrl.models import ModelSpec, task_specific_parameters
-from mtrl.networks import Actor, Temperature, TwinCritic
-from mtrl.replay import Batch
+from mtrl.networks import Actor, TwinCritic, make_temperature
+from mtrl.replay import Batch, task_means
 from mtrl.seeding import stream_seed
 from mtrl.staging import to_device, to_host
 
@@ -41,8 +43,9 @@ UNBALANCEABLE = {
     "actor": "the actor loss (alpha log pi - Q) is unbounded below and mostly negative, and "
     "every balancer needs positive losses (FAMO their logarithm, uncertainty weighting their "
     "optimal variance, GradNorm their ratios to the first losses)",
-    "alpha": "the temperature loss has no shared parameters: each task's loss moves only its "
-    "own log-alpha, so there is nothing to balance between tasks",
+    "alpha": "the temperature loss -log_alpha (log pi + target entropy) changes sign, and every "
+    "balancer needs positive losses (with per-task temperatures there is also nothing to "
+    "balance: each task's loss moves only its own log-alpha)",
 }
 """MT-SAC losses a balancer is refused on, and why; only the critic's qualify."""
 
@@ -78,17 +81,20 @@ class CriticInputs(NamedTuple):
     obs: torch.Tensor
     action: torch.Tensor
     target: torch.Tensor
+    weight: torch.Tensor
 
 
 class ActorInputs(NamedTuple):
     obs: torch.Tensor
     noise: torch.Tensor
     alpha: torch.Tensor
+    weight: torch.Tensor
 
 
 class AlphaInputs(NamedTuple):
     task_onehot: torch.Tensor
     log_prob: torch.Tensor
+    weight: torch.Tensor
 
 
 class Component(NamedTuple):
@@ -161,14 +167,21 @@ class MTSAC:
             -float(action_dim) if config.target_entropy is None else config.target_entropy
         )
         model = ModelSpec(
-            config.model, config.model_options, tuple(config.hidden_dims), task_embeddings
+            config.model,
+            config.model_options,
+            tuple(config.hidden_dims),
+            task_embeddings,
+            config.task_input,
         )
+        bounds = (config.log_std_min, config.log_std_max)
         self.actor = Actor(
-            obs_dim, action_dim, num_tasks, model, (config.log_std_min, config.log_std_max)
+            obs_dim, action_dim, num_tasks, model, bounds, config.log_std_squash, config.init
         ).to(self.device)
-        self.critic = TwinCritic(obs_dim, action_dim, num_tasks, model).to(self.device)
+        self.critic = TwinCritic(obs_dim, action_dim, num_tasks, model, config.init).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.temperature = Temperature(num_tasks, config.init_alpha).to(self.device)
+        self.temperature = make_temperature(num_tasks, config.init_alpha, config.temperature).to(
+            self.device
+        )
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(stream_seed(seed, "agent.noise"))
         self.components = {
@@ -207,7 +220,9 @@ class MTSAC:
         shared = [(n, p) for n, p in named if n not in task_specific]
         params = dict(shared + [(n, p) for n, p in named if n in task_specific])
         capturable = self.device.type == "cuda"
-        optimizer = torch.optim.Adam(params.values(), lr=lr, capturable=capturable)
+        optimizer = torch.optim.Adam(
+            params.values(), lr=lr, eps=self.config.adam_eps, capturable=capturable
+        )
         return Component(name, params, optimizer, loss, sum(p.numel() for _, p in shared))
 
     def release_graph(self) -> None:
@@ -262,17 +277,20 @@ class MTSAC:
     # ----------------------------------------------------------------------------- losses
     def _critic_loss(self, params: Params, batch: CriticInputs) -> torch.Tensor:
         q1, q2 = functional_call(self.critic, params, (batch.obs, batch.action))
-        return (q1 - batch.target).pow(2).mean(-1) + (q2 - batch.target).pow(2).mean(-1)
+        losses = task_means((q1 - batch.target).pow(2), batch.weight) + task_means(
+            (q2 - batch.target).pow(2), batch.weight
+        )
+        return losses / 2 if self.config.critic_reduction == "mean" else losses
 
     def _actor_loss(self, params: Params, batch: ActorInputs) -> torch.Tensor:
         action, log_prob = functional_call(self.actor, params, (batch.obs, batch.noise))
         critic = {k: v.detach() for k, v in self.components["critic"].params.items()}
         q1, q2 = functional_call(self.critic, critic, (batch.obs, action))
-        return (batch.alpha * log_prob - torch.minimum(q1, q2)).mean(-1)
+        return task_means(batch.alpha * log_prob - torch.minimum(q1, q2), batch.weight)
 
     def _alpha_loss(self, params: Params, batch: AlphaInputs) -> torch.Tensor:
         log_alpha = functional_call(self.temperature, params, (batch.task_onehot,))
-        return -(log_alpha * (batch.log_prob + self.target_entropy)).mean(-1)
+        return task_means(-log_alpha * (batch.log_prob + self.target_entropy), batch.weight)
 
     @torch.no_grad()
     def critic_target_values(self, batch: Batch) -> torch.Tensor:
@@ -291,7 +309,7 @@ class MTSAC:
 
     # ----------------------------------------------------------------------------- update
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One SAC step on a balanced ``[K, n, ...]`` batch: critic, actor, temperature, targets.
+        """One SAC step on a ``[K, n, ...]`` batch: critic, actor, temperature, targets.
 
         Returns per-task metrics as device tensors (no host sync here). With ``cuda_graph`` the
         step is replayed from a CUDA graph, except the updates that compute surgery diagnostics
@@ -310,19 +328,23 @@ class MTSAC:
         onehot = self.task_onehot(batch.obs)
         target = self.critic_target_values(batch)
         critic_losses = self._descend(
-            self.components["critic"], CriticInputs(batch.obs, batch.action, target)
+            self.components["critic"], CriticInputs(batch.obs, batch.action, target, batch.weight)
         )
 
         with torch.no_grad():
             alpha = self.temperature(onehot).exp()
         noise = self._noise(batch.action.shape)
-        actor_losses = self._descend(self.components["actor"], ActorInputs(batch.obs, noise, alpha))
+        actor_losses = self._descend(
+            self.components["actor"], ActorInputs(batch.obs, noise, alpha, batch.weight)
+        )
 
         # The temperature loss uses the updated actor's log-probabilities on the same noise (as
         # CleanRL does); one forward pass, and the vmapped actor path returns only losses.
         with torch.no_grad():
             _, log_prob = self.actor(batch.obs, noise)
-        alpha_losses = self._descend(self.components["alpha"], AlphaInputs(onehot, log_prob))
+        alpha_losses = self._descend(
+            self.components["alpha"], AlphaInputs(onehot, log_prob, batch.weight)
+        )
 
         self._update_targets()
         metrics = {
@@ -330,8 +352,8 @@ class MTSAC:
             "actor_loss": actor_losses,
             "alpha_loss": alpha_losses,
             "alpha": self.temperature.log_alpha.detach().exp(),
-            "entropy": -log_prob.mean(-1),
-            "q_target": target.mean(-1),
+            "entropy": -task_means(log_prob, batch.weight),
+            "q_target": task_means(target, batch.weight),
             **self._diagnostics,  # clipping norms, balancer weights, due surgery statistics
         }
         self._diagnostics = {}
@@ -344,7 +366,7 @@ class MTSAC:
     def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
         """Turn a component's K per-task losses into one optimizer step; returns the losses.
 
-        Without surgery: the gradient of their mean (one ordinary backward pass). With surgery:
+        Without surgery: the gradient of the batch mean (one ordinary backward pass). With surgery:
         the ``[K, P]`` per-task gradients in one vmapped pass; the shared block goes through the
         surgery method, the task-specific block keeps each task's own gradient (scaled 1/K like
         the mean, which is what the plain path gives it too). A balancer weights the losses
@@ -356,7 +378,7 @@ class MTSAC:
         observed: dict[str, torch.Tensor] = {}
         if method is None:
             losses = component.loss(params, inputs)
-            objective = losses.mean()
+            objective = (losses * inputs.weight.sum(-1)).sum()  # the mean over the batch
             if balancer is not None:
                 weights = self._balancer_weights(component, balancer, losses.detach())
                 if "grad_norms" in balancer.needs:

@@ -1,4 +1,4 @@
-"""Task-conditioned actor, twin critic and per-task temperatures.
+"""Task-conditioned actor, twin critic and the temperatures (one per task or one for all).
 
 Observations end with the task one-hot (Meta-World's ``use_one_hot``). The actor and each Q
 network split it off and hand state, one-hot (and action) to their network, built from the
@@ -14,7 +14,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.models import Dims, ModelSpec, PerTaskModule
+from mtrl.models import Dims, Model, ModelSpec, PerTaskModule
+from mtrl.models.mlp import MLPModel
+from mtrl.models.multihead import MultiHeadModel
+
+ACTOR_OUTPUT_BOUND = 1e-3
+"""``agent.init=mwplus``: the actor's output layer, weights and biases uniform in +-this
+(metaworld-algorithms ``rl/networks.py``)."""
+CRITIC_OUTPUT_BOUND = 3e-3
+"""``agent.init=mwplus``: each Q network's output layer, uniform in +-this."""
 
 
 def split_task(obs: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,15 +40,24 @@ class Actor(nn.Module):
         num_tasks: int,
         model: ModelSpec,
         log_std_bounds: tuple[float, float] = (-20.0, 2.0),
+        log_std_squash: bool = False,
+        init: str = "torch",
     ):
+        """``log_std_squash``: bound the log-std by a rescaled tanh instead of clamping it;
+        ``init``: ``agent.init``."""
         super().__init__()
         self.num_tasks = num_tasks
         self.model = model.build(Dims(obs_dim - num_tasks, 0, 2 * action_dim, num_tasks))
         self.log_std_min, self.log_std_max = log_std_bounds
+        self.log_std_squash = log_std_squash
+        initialise(self.model, init, ACTOR_OUTPUT_BOUND)
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the pre-tanh Gaussian."""
         mean, log_std = self.model(*split_task(obs, self.num_tasks)).chunk(2, dim=-1)
+        if self.log_std_squash:  # facebookresearch/mtrl actor.py: min + (max - min)(tanh + 1)/2
+            span = self.log_std_max - self.log_std_min
+            return mean, self.log_std_min + 0.5 * span * (torch.tanh(log_std) + 1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
     def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,10 +84,13 @@ def squashed_gaussian_log_prob(
 
 
 class QNetwork(nn.Module):
-    def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, model: ModelSpec):
+    def __init__(
+        self, obs_dim: int, action_dim: int, num_tasks: int, model: ModelSpec, init: str = "torch"
+    ):
         super().__init__()
         self.num_tasks = num_tasks
         self.model = model.build(Dims(obs_dim - num_tasks, action_dim, 1, num_tasks))
+        initialise(self.model, init, CRITIC_OUTPUT_BOUND)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         state, task = split_task(obs, self.num_tasks)
@@ -80,10 +100,12 @@ class QNetwork(nn.Module):
 class TwinCritic(nn.Module):
     """Two independent Q networks; targets use their minimum (clipped double Q)."""
 
-    def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, model: ModelSpec):
+    def __init__(
+        self, obs_dim: int, action_dim: int, num_tasks: int, model: ModelSpec, init: str = "torch"
+    ):
         super().__init__()
-        self.q1 = QNetwork(obs_dim, action_dim, num_tasks, model)
-        self.q2 = QNetwork(obs_dim, action_dim, num_tasks, model)
+        self.q1 = QNetwork(obs_dim, action_dim, num_tasks, model, init)
+        self.q2 = QNetwork(obs_dim, action_dim, num_tasks, model, init)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q1(obs, action), self.q2(obs, action)
@@ -98,3 +120,58 @@ class Temperature(PerTaskModule):
 
     def forward(self, task_onehot: torch.Tensor) -> torch.Tensor:
         return task_onehot @ self.log_alpha
+
+
+class SharedTemperature(nn.Module):
+    """One log-temperature for all tasks (``agent.temperature=shared``): a shared parameter, so
+    every task's temperature loss moves it and gradient surgery combines their gradients."""
+
+    def __init__(self, num_tasks: int, init_alpha: float):
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.shared_log_alpha = nn.Parameter(torch.full((1,), math.log(init_alpha)))
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        """The log-alpha of every task (all the same), ``[K]``."""
+        return self.shared_log_alpha.expand(self.num_tasks)
+
+    def forward(self, task_onehot: torch.Tensor) -> torch.Tensor:
+        return task_onehot @ self.log_alpha
+
+
+def make_temperature(num_tasks: int, init_alpha: float, kind: str) -> nn.Module:
+    """``agent.temperature``: ``per_task`` or ``shared``."""
+    if kind not in ("per_task", "shared"):
+        raise ValueError(f"temperature must be per_task or shared, got '{kind}'")
+    return (Temperature if kind == "per_task" else SharedTemperature)(num_tasks, init_alpha)
+
+
+def initialise(model: Model, scheme: str, output_bound: float) -> None:
+    """Re-draw the weights of an ``mlp`` or ``multihead`` network by ``agent.init``.
+
+    ``torch`` keeps PyTorch's default; ``xavier`` draws every weight Xavier-uniform and zeroes
+    every bias (facebookresearch/mtrl ``agent/utils.py`` ``weight_init``, per head for the
+    multi-head layers); ``mwplus`` draws the hidden weights He-uniform (``sqrt(6 / fan_in)``)
+    with zero biases and the output weights and biases uniform in ``+-output_bound``
+    (metaworld-algorithms ``config/nn.py``, ``rl/networks.py``). The other models keep their own
+    initialisation. A per-head layer's fans are one head's.
+    """
+    if scheme == "torch" or not isinstance(model, MLPModel | MultiHeadModel):
+        return
+    hidden, output = model.layers()
+    with torch.no_grad():
+        for weight, bias in hidden:
+            fan_out, fan_in = weight.shape[-2:]
+            bound = math.sqrt(6.0 / (fan_in if scheme == "mwplus" else fan_in + fan_out))
+            weight.uniform_(-bound, bound)
+            bias.zero_()
+        for weight, bias in output:
+            if scheme == "mwplus":
+                weight.uniform_(-output_bound, output_bound)
+                bias.uniform_(-output_bound, output_bound)
+            else:
+                fan_out, fan_in = weight.shape[-2:]
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                weight.uniform_(-bound, bound)
+                bias.zero_()

@@ -3,9 +3,13 @@
 A number is only ever shown beside runs of the same benchmark, the same protocol (followed
 without deviations, see :mod:`mtrl.protocols`) and the same method: the same network model,
 surgery method with the same resolved options, and loss balancer. Each entry names its source
-and the preset that is the paper's setting; a run whose result-relevant settings differ from
-that preset's (network sizes, learning rates, model options, the components surgery or a
-balancer acts on, ...) gets no number either (:func:`paper_number`).
+and the preset that is the paper's setting, taken from the command that produced that row (the
+rows of one table can differ: CARE's Multi-task SAC learns one temperature per task, CAGrad's
+runs one for all); a run whose result-relevant settings differ from that preset's (network
+sizes, learning rates, temperatures, model options, the components surgery or a balancer acts
+on, ...) gets no number either (:func:`paper_number`; :func:`reference_setting` says which
+settings differ). What no setting reproduces is listed in :data:`CAVEATS`, which mtrl-report
+prints beside the numbers.
 """
 
 from __future__ import annotations
@@ -105,6 +109,45 @@ def _famo_table() -> list[Published]:
     return [Published("mt10", "mtrl", "FAMO", 0.83, 0.05, FAMO_TABLE, "mt10-famo", famo)]
 
 
+CAVEATS: dict[str, tuple[str, ...]] = {
+    "mtrl": (
+        "the papers ran the V1 envs of Meta-World as of Feb 2021 (horizon 150, V1 reward "
+        "normalised by mtenv); they run here as v3 envs with horizon 500 and the v2 reward",
+        "the reference's temperature loss is alpha (-log pi - target entropy) on the actor's "
+        "log-probabilities before its update (facebookresearch/mtrl agent/sac.py), mtrl's "
+        "-log alpha (log pi + target entropy) after it",
+        "the reference acts, updates, then steps the envs: train.collector=serial_lagged or "
+        "overlap keep that order, serial updates on the newest transition first",
+        "CARE and Soft Modularization: the reference initialises all layers Xavier-uniform, "
+        "mtrl's models keep their own initialisation",
+    ),
+    "mwplus": (
+        "the Meta-World+ curves came from metaworld-algorithms before 2026-05-19 (commits "
+        "bd013c0, 73aba0b), which treated the 500-step limit as terminal (no bootstrap) and "
+        "clipped Q values and targets at +-5000; mtrl bootstraps and does not clip, as that code "
+        "does since",
+        "the reference's temperature loss uses the actor's log-probabilities before its update, "
+        "mtrl's after it",
+    ),
+}
+"""Per protocol: what differs from the papers' runs and no setting reproduces."""
+BENCHMARK_CAVEATS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("mtrl", "mt50"): (
+        "the CARE authors document MT10 commands only; MT50 is taken to be the same commands "
+        "with 50 envs",
+    ),
+    ("mwplus", "mt50"): (
+        "metaworld-algorithms has no MT50 MTMHSAC configuration (its batch of 1280 does not "
+        "divide by 50 tasks): mt50-mwplus extrapolates the MT10 one with 128 per task",
+    ),
+}
+
+
+def caveats(protocol: str, benchmark: str) -> tuple[str, ...]:
+    """What a run of ``protocol`` on ``benchmark`` cannot reproduce of the papers' runs."""
+    return (*CAVEATS.get(protocol, ()), *BENCHMARK_CAVEATS.get((protocol, benchmark), ()))
+
+
 PUBLISHED: tuple[Published, ...] = (*_cagrad_table(), *_famo_table())
 """Every published number on record. Meta-World+ (protocol ``mwplus``) reports its numbers as
 curves and approximate values; none is recorded here until an exact table value is."""
@@ -131,10 +174,17 @@ NOT_THE_SETTING_PREFIXES = ("checkpoint.", "logger.", "surgery.options", "balanc
 
 def paper_number(flat_config: dict[str, Any], benchmark: str, protocol: str) -> Published | None:
     """The published number for a run, if it runs the paper's method in the paper's setting."""
+    entry, differences = reference_setting(flat_config, benchmark, protocol)
+    return None if differences else entry
+
+
+def reference_setting(
+    flat_config: dict[str, Any], benchmark: str, protocol: str
+) -> tuple[Published | None, list[str]]:
+    """The published number of the run's method and the settings in which the run differs
+    from the paper's preset (none: the number applies; some: a reference in another setting)."""
     entry = lookup(benchmark, protocol, method_key(flat_config))
-    if entry is None or setting_differences(flat_config, entry.preset):
-        return None
-    return entry
+    return entry, [] if entry is None else setting_differences(flat_config, entry.preset)
 
 
 def setting_differences(flat_config: dict[str, Any], preset: str) -> list[str]:

@@ -1,7 +1,18 @@
-"""Per-task replay buffers on the training device, sampled in balanced ``[K, B/K, ...]`` batches."""
+"""Per-task replay buffers on the training device, sampled in ``[K, n, ...]`` batches.
+
+Two ways to draw a batch (``train.replay_sampling``): ``balanced``, n transitions of every task
+(mtrl's default), or ``uniform``, B transitions drawn uniformly from all stored transitions as
+from one pooled FIFO buffer (the mtrl family's ``replay_buffer.py``). The K rings are filled in
+lockstep, one transition per task per vector step, so with a capacity that is a multiple of K
+they hold exactly what one pooled buffer of that capacity holds; a uniform draw over the pool
+picks each task with probability 1/K and then one of its transitions uniformly, so it is drawn
+here from the rings, task counts first.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +32,17 @@ class Batch(NamedTuple):
     """1.0 where the episode truly ended; the critic target does not bootstrap there."""
     truncated: torch.Tensor
     """1.0 where the time limit cut the episode; the target still bootstraps there."""
+    weight: torch.Tensor
+    """Each slot's weight in the mean over the batch: 1/B for a drawn transition, 0 for a padding
+    slot. A task's loss is the weighted mean over its row, the batch loss the weighted sum of all
+    slots (see :func:`task_means`); a balanced batch has 1/(K n) everywhere."""
+
+
+def task_means(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Each task's mean of ``values`` over its drawn transitions (``[..., n] -> [...]``); 0 for a
+    task without any (uniform sampling can draw none of a task)."""
+    total = weight.sum(-1)
+    return (values * weight).sum(-1) / total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
 class MultiTaskReplay:
@@ -83,6 +105,31 @@ class MultiTaskReplay:
 
     def sample(self, per_task: int) -> Batch:
         """``per_task`` transitions of every task, uniformly with replacement from its buffer."""
+        weight = torch.full(
+            (self.num_tasks, per_task), 1.0 / (self.num_tasks * per_task), device=self.device
+        )
+        return self._gather(per_task, weight)
+
+    def sample_uniform(self, total: int) -> Batch:
+        """``total`` transitions drawn uniformly with replacement from all stored transitions.
+
+        The number of draws of each task is multinomial (``total`` draws, probability 1/K each);
+        row k holds :func:`uniform_slots` independent uniform draws from task k, of which the
+        first ``count_k`` carry weight 1/``total``. Shapes are fixed and nothing waits for the
+        device. A task drawn more often than the slots (probability below 1e-12 per batch) keeps
+        only that many draws.
+        """
+        slots = uniform_slots(total, self.num_tasks)
+        tasks = torch.randint(
+            self.num_tasks, (total,), generator=self.generator, device=self.device
+        )
+        counts = torch.zeros(self.num_tasks, device=self.device).index_add_(
+            0, tasks, torch.ones(total, device=self.device)
+        )
+        drawn = torch.arange(slots, device=self.device) < counts.unsqueeze(-1)
+        return self._gather(slots, drawn.float() / total)
+
+    def _gather(self, per_task: int, weight: torch.Tensor) -> Batch:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         index = torch.randint(
@@ -97,4 +144,31 @@ class MultiTaskReplay:
             next_obs,
             terminated.squeeze(-1),
             truncated.squeeze(-1),
+            weight,
         )
+
+
+OVERFLOW_PROBABILITY = 1e-12
+"""At most this probability per batch that some task is drawn more often than the slots of
+:func:`uniform_slots` (over a 2M-update run: about 2e-6)."""
+
+
+@functools.cache
+def uniform_slots(total: int, num_tasks: int) -> int:
+    """Slots per task for a uniform batch: the smallest n with P(some task drawn more than n
+    times) <= :data:`OVERFLOW_PROBABILITY`, by the union bound over the tasks on the binomial
+    tail Bin(total, 1/K); 213 for 1280 draws over 10 tasks, 71 over 50."""
+    if num_tasks == 1:
+        return total
+    p = 1.0 / num_tasks
+    log_pmf = [
+        math.lgamma(total + 1) - math.lgamma(x + 1) - math.lgamma(total - x + 1)
+        + x * math.log(p) + (total - x) * math.log1p(-p)
+        for x in range(total + 1)
+    ]  # fmt: skip
+    tail = 0.0  # P(X > n), accumulated from the top
+    for n in range(total, -1, -1):
+        if num_tasks * tail > OVERFLOW_PROBABILITY:
+            return min(n + 1, total)
+        tail += math.exp(log_pmf[n])
+    return total

@@ -33,7 +33,7 @@ import yaml
 
 from mtrl.config import RUN_ONLY_KEYS, flatten
 from mtrl.logger import METRICS_FILE, read_metrics
-from mtrl.published import Published, method_key, paper_number
+from mtrl.published import Published, caveats, method_key, paper_number, reference_setting
 from mtrl.rundir import CONFIG_FILE, META_FILE
 
 PROTOCOL_KEYS = ("name", "benchmark", "goal_mode", "max_episode_steps", "reward_version")
@@ -420,6 +420,20 @@ def statistic_note(key: ProtocolKey, rows: list[Row]) -> str:
             f" Rows that change the protocol's {', '.join(changed)} get no paper number: "
             f"{'; '.join(deviating)}."
         )
+    benchmark = str(dict(key)["benchmark"])
+    other = []
+    for row in rows:
+        paper, differences = reference_setting(row.runs[0].config, benchmark, name)
+        if paper is not None and differences and not row.deviations:
+            other.append(f"{row.label} ({', '.join(differences)})")
+    if other:
+        text += (
+            " The paper's number is a reference in another setting only, not shown, for rows "
+            f"whose settings differ from the paper's preset: {'; '.join(other)}."
+        )
+    missing = caveats(name, benchmark)
+    if missing:
+        text += f" Not reproduced here: {'; '.join(missing)}."
     return text
 
 

@@ -1,4 +1,9 @@
-"""The training loop: env -> per-task replay -> MT-SAC update -> logs and evaluations."""
+"""The training loop: env -> per-task replay -> MT-SAC update -> logs and evaluations.
+
+Its schedule: ``train.warmup_steps`` of random actions, then ``train.updates_per_step`` updates
+per vector step (the first update step runs ``train.warmup_updates`` instead, if set:
+:func:`updates_due`), and evaluations at the steps :func:`evaluation_steps` lists.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +29,13 @@ from mtrl.checkpoint import (
     restore_run,
 )
 from mtrl.collector import StepResult, make_train_envs
-from mtrl.config import Config, check_task_multiples
+from mtrl.config import Config, TrainConfig, check_task_multiples
 from mtrl.device import resolve_device
 from mtrl.envs import make_envs, parse_benchmark
 from mtrl.evaluation import EvalResult, evaluate
 from mtrl.logger import RunLogger
 from mtrl.models import load_task_embeddings
-from mtrl.replay import MultiTaskReplay
+from mtrl.replay import Batch, MultiTaskReplay
 from mtrl.rundir import protocol
 from mtrl.seeding import stream_seed
 
@@ -184,11 +189,15 @@ class Trainer:
             self.device,
             stream_seed(train.seed, "replay.sampling"),
         )
+        self.sample = self._sampler()
         self.action_rng = np.random.default_rng(stream_seed(train.seed, "warmup.actions"))
         self.checkpointer = Checkpointer(self.run_dir, config.checkpoint)
         self.episodes = EpisodeStats(self.num_tasks)
         self.step = 0
         self.last_success: float | None = None
+        self.final_result: EvalResult | None = None
+        """The evaluation marked final, once it happened (with ``train.eval_final`` false it
+        comes before the end of training)."""
         self.interval = IntervalMetrics()
         self.obs, _ = self.envs.reset()
         self.at_boundary = True
@@ -218,8 +227,10 @@ class Trainer:
     # --------------------------------------------------------------------------- checkpoints
     def loop_state(self) -> dict[str, Any]:
         """The loop's own part of a checkpoint (see :class:`mtrl.checkpoint.Run`)."""
+        final = None if self.final_result is None else asdict(self.final_result)
         return {
             "last_success": self.last_success,
+            "final_result": final,
             "obs": self.obs,
             "episodes": self.episodes.state_dict(),
             "interval": self.interval.state_dict(),
@@ -227,6 +238,8 @@ class Trainer:
 
     def load_loop_state(self, state: dict[str, Any], obs: np.ndarray, restart: bool) -> None:
         self.last_success = state["last_success"]
+        final = state.get("final_result")  # absent from checkpoints older than eval_final
+        self.final_result = None if final is None else EvalResult(**final)
         self.interval.load_state_dict(state["interval"], self.device)
         self.episodes.load_state_dict(state["episodes"])
         if restart:
@@ -247,7 +260,10 @@ class Trainer:
         )
         clock = _IntervalClock(self.step)
         signals = PreemptionSignals().install()
+        final_step = final_evaluation_step(train)
         try:
+            if self.step == 0 and train.eval_at_start:
+                self._scheduled_evaluation(final_step)
             while self.step < train.total_steps:
                 self.train_step()
                 bar.update(self.num_tasks)
@@ -255,17 +271,26 @@ class Trainer:
                     self._log_train(clock.rate(self.step))
                 if _due(self.step, train.eval_every) and self.step < train.total_steps:
                     with clock.paused():
-                        self.evaluate(train.eval_episodes)
+                        self._scheduled_evaluation(final_step)
                     bar.set_postfix(success=f"{self.last_success:.2f}")
                 if self.step < train.total_steps:
                     self._checkpoint_if_due(signals.received)
-            result = self.evaluate(train.final_eval_episodes or train.eval_episodes, final=True)
+            if train.eval_final:
+                self._scheduled_evaluation(final_step)
             self.checkpointer.save(self, finished=True)
-            return result
+            assert self.final_result is not None  # validate() leaves at least one evaluation
+            return self.final_result
         finally:
             signals.uninstall()
             bar.close()
             self.close()
+
+    def _scheduled_evaluation(self, final_step: int) -> None:
+        """An evaluation of :func:`evaluation_steps`; the last one is the final evaluation."""
+        train = self.config.train
+        final = self.step == final_step
+        episodes = (train.final_eval_episodes or train.eval_episodes) if final else None
+        self.evaluate(episodes or train.eval_episodes, final=final)
 
     def _checkpoint_if_due(self, signal_name: str | None) -> None:
         """Periodic checkpoints at episode boundaries; on a preemption signal, one now and stop."""
@@ -276,9 +301,13 @@ class Trainer:
                 self.checkpointer.save(self)
             raise Preempted(signal_name, self.step, self.checkpointer.path(self.step), self.run_dir)
 
-    @property
-    def batch_size(self) -> int:
-        return self.config.agent.batch_per_task
+    def _sampler(self) -> Callable[[], Batch]:
+        """Draws one update's batch as ``train.replay_sampling`` says."""
+        agent = self.config.agent
+        if self.config.train.replay_sampling == "balanced":
+            return lambda: self.replay.sample(agent.batch_per_task)
+        total = agent.batch_size or self.num_tasks * agent.batch_per_task
+        return lambda: self.replay.sample_uniform(total)
 
     def train_step(self) -> None:
         """One vector step (K transitions) and its update(s), scheduled by the collector."""
@@ -315,12 +344,14 @@ class Trainer:
         transitions (and at least one per task)."""
         train = self.config.train
         if self.step >= max(train.warmup_steps, self.num_tasks):
-            for _ in range(train.updates_per_step):
-                self.interval.add(self.agent.update(self.replay.sample(self.batch_size)))
+            for _ in range(updates_due(self.agent.updates, train)):
+                self.interval.add(self.agent.update(self.sample()))
 
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
         result = evaluate(self.agent, self.eval_envs, self.benchmark.task_names, episodes)
         self.last_success = result.mean_success
+        if final:
+            self.final_result = result
         extra = {"protocol": self.config.train.protocol, **({"final": True} if final else {})}
         self.logger.log(self.step, result.metrics(), **extra)
         self.checkpointer.on_evaluation(self, result)
@@ -360,6 +391,37 @@ class Trainer:
 
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
+
+
+def updates_due(updates_done: int, train: TrainConfig) -> int:
+    """Updates at an update step: ``train.warmup_updates`` at the first one (the burst that
+    catches up with the warm-up, as the mtrl family's ``multitask.py`` does), if set, then
+    ``train.updates_per_step``."""
+    if updates_done == 0 and train.warmup_updates > 0:
+        return train.warmup_updates
+    return train.updates_per_step
+
+
+def evaluation_steps(train: TrainConfig) -> list[int]:
+    """The env steps after which a run evaluates, in order; the last is the final evaluation.
+
+    Step 0 (before any transition) with ``train.eval_at_start``, every multiple of
+    ``train.eval_every`` below ``train.total_steps``, and ``train.total_steps`` with
+    ``train.eval_final``.
+    """
+    every, total = train.eval_every, train.total_steps
+    periodic = list(range(every, total, every)) if every > 0 else []
+    start = [0] if train.eval_at_start else []
+    return [*start, *periodic, *([total] if train.eval_final else [])]
+
+
+def final_evaluation_step(train: TrainConfig) -> int:
+    """The step of the final evaluation: the end of training, or with ``train.eval_final`` false
+    the last multiple of ``train.eval_every`` below it (step 0 when there is none)."""
+    every, total = train.eval_every, train.total_steps
+    if train.eval_final:
+        return total
+    return (total - 1) // every * every if 0 < every < total else 0
 
 
 class _IntervalClock:

@@ -47,7 +47,7 @@ def test_losses_are_per_task_and_agree_with_their_vmapped_slices():
     agent = make_agent(multi_head=True)
     batch = make_batch()
     target = agent.critic_target_values(batch)
-    inputs = CriticInputs(batch.obs, batch.action, target)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
     critic = agent.components["critic"]
     losses = critic.loss(critic.params, inputs)
     assert losses.shape == (K,)
@@ -63,7 +63,7 @@ def test_each_temperature_only_sees_its_own_task():
     batch = make_batch()
     alpha = agent.components["alpha"]
     log_prob = torch.randn(K, N)
-    inputs = AlphaInputs(agent.task_onehot(batch.obs), log_prob)
+    inputs = AlphaInputs(agent.task_onehot(batch.obs), log_prob, batch.weight)
     jacobian = torch.autograd.functional.jacobian(
         lambda log_alpha: alpha.loss({"log_alpha": log_alpha}, inputs), alpha.params["log_alpha"]
     )

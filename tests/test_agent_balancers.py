@@ -32,7 +32,7 @@ def make_agent(
 
 def critic_inputs(agent: MTSAC, seed: int) -> CriticInputs:
     batch = make_batch(seed)
-    return CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch))
+    return CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch), batch.weight)
 
 
 @pytest.mark.parametrize("surgery", ["none", "mean"])
@@ -136,7 +136,7 @@ def test_balanced_updates_report_positive_finite_weights(balancer):
     "balancer,surgery,message",
     [
         (BalancerConfig("famo", components=["actor"]), SurgeryConfig(), "actor is refused"),
-        (BalancerConfig("uw", components=["alpha"]), SurgeryConfig(), "no shared parameters"),
+        (BalancerConfig("uw", components=["alpha"]), SurgeryConfig(), "changes sign"),
         (BalancerConfig("gradnorm"), SurgeryConfig("nashmtl"), "cannot both act on the critic"),
         (BalancerConfig("uw"), SurgeryConfig("imtlg"), "ignores the scale of each task"),
         (BalancerConfig("rlw"), SurgeryConfig(), "unknown balancer 'rlw'; allowed: none, famo"),
@@ -177,9 +177,12 @@ def test_checkpoint_without_the_balancer_state_is_refused():
         ckpt._load_agent_state(make_agent("uw"), state)
 
 
-def test_famo_preset_sets_only_the_method_on_top_of_mt10():
+def test_famo_preset_sets_only_the_method_and_its_commands_temperature_on_top_of_mt10():
+    """FAMO's MT10 command (Cranial-XIX/FAMO mtrl_files/run.sh, line 8) also sets
+    should_use_disentangled_alpha=False: one temperature for all tasks."""
     famo = load_config("mt10-famo")
     changed = changed_keys(load_config("mt10"), famo)
+    assert changed.pop("agent.temperature") == ("per_task", "shared")
     assert "balancer.name" in changed and all(key.startswith("balancer.") for key in changed)
     assert famo.balancer.options == {"gamma": 0.01, "lr": 0.025}
     check_balancer(famo.balancer, famo.surgery)

@@ -143,17 +143,27 @@ def test_benchmark_names_are_stored_in_one_spelling(spelling):
 
 @pytest.mark.parametrize(
     "benchmark,tasks,total,eval_every,batch",
-    [("mt10", 10, 20_000_000, 100_000, 128), ("mt50", 50, 100_000_000, 500_000, 26)],
+    [("mt10", 10, 20_000_000, 300_000, 128), ("mt50", 50, 100_000_000, 1_500_000, 26)],
 )
 def test_mtrl_protocol_values_reach_the_resolved_config(benchmark, tasks, total, eval_every, batch):
     config = load_config(None, ["train.protocol=mtrl", f"env.benchmark={benchmark}"])
     assert (config.env.goal_mode, config.env.max_episode_steps) == ("fixed", 500)
     assert config.train.total_steps == total == 2_000_000 * tasks
-    assert config.train.warmup_steps == 1500 * tasks
-    assert config.train.eval_every == eval_every
+    assert (config.train.warmup_steps, config.train.warmup_updates) == (1500 * tasks, 1500)
+    # every 30k vector steps (the code's eval_freq 10k at 150-step episode boundaries), from 0
+    assert config.train.eval_every == eval_every == 30_000 * tasks
+    assert (config.train.eval_at_start, config.train.eval_final) == (True, False)
     assert (config.train.eval_episodes, config.train.final_eval_episodes) == (1, 1)
-    assert config.agent.batch_per_task == batch  # 1280 in total as CAGrad's run.sh (MT50: 1300)
+    # 1280 in total, drawn uniformly from the pooled buffer (balanced: 128 per task, MT50 26)
+    assert (config.train.replay_sampling, config.agent.batch_size) == ("uniform", 1280)
+    assert config.agent.batch_per_task == batch
     assert config.agent.grad_clip is None
+    assert (config.agent.task_input, config.agent.init, config.agent.log_std_squash) == (
+        False,
+        "xavier",
+        True,
+    )
+    assert (config.agent.critic_reduction, config.agent.adam_eps) == ("sum", 1e-8)
     assert protocols.statistic("mtrl") == "best"
 
 
@@ -161,10 +171,14 @@ def test_mwplus_protocol_values_reach_the_resolved_config():
     config = load_config(None, ["train.protocol=mwplus", "env.benchmark=mt50"])
     assert config.env.goal_mode == "random"
     assert config.train.total_steps == 100_000_000
-    assert config.train.warmup_steps == 4000 * 50
+    assert (config.train.warmup_steps, config.train.warmup_updates) == (4000 * 50, 0)
     assert config.train.eval_every == 200_000  # transitions, on MT10 and MT50 alike
+    assert (config.train.eval_at_start, config.train.eval_final) == (False, True)
     assert (config.train.eval_episodes, config.train.final_eval_episodes) == (50, 50)
     assert (config.agent.batch_per_task, config.agent.grad_clip) == (128, 1.0)
+    assert (config.train.replay_sampling, config.agent.batch_size) == ("balanced", None)
+    assert (config.agent.critic_reduction, config.agent.adam_eps) == ("mean", 1e-5)
+    assert (config.agent.init, config.agent.task_input) == ("mwplus", True)
     assert protocols.statistic("mwplus") == "final"
 
 

@@ -24,21 +24,28 @@ from mtrl.rundir import default_run_dir
 
 EMBEDDINGS = torch.arange(K * 4, dtype=torch.float32).reshape(K, 4) / 10
 """Fixed task vectors for CARE's context (``care+file``: CARE with a task embeddings file)."""
-VARIANTS = [*models.available(), "care+file"]
+VARIANTS = [*models.available(), "care+file", "multihead+hidden"]
+"""Every model; CARE with fixed task embeddings; multihead with a hidden layer in each head
+(facebookresearch/mtrl's multi-headed SAC)."""
+
+
+def model_of(variant: str) -> tuple[str, dict]:
+    """The model name and its (tiny) options of a test variant."""
+    if variant == "multihead+hidden":
+        return "multihead", {"head_hidden": 6}
+    name = variant.removesuffix("+file")
+    return name, TINY[name]
 
 
 def spec(variant: str) -> ModelSpec:
-    name = variant.removesuffix("+file")
     embeddings = EMBEDDINGS if variant.endswith("+file") else None
-    return ModelSpec(name, TINY[name], hidden_dims=(16, 16), task_embeddings=embeddings)
+    return ModelSpec(*model_of(variant), hidden_dims=(16, 16), task_embeddings=embeddings)
 
 
 def make_agent(variant: str, surgery: str = "none", seed: int = 0) -> MTSAC:
     torch.manual_seed(seed)
-    name = variant.removesuffix("+file")
-    config = AgentConfig(
-        hidden_dims=[16, 16], batch_per_task=N, model=name, model_options=TINY[name]
-    )
+    name, options = model_of(variant)
+    config = AgentConfig(hidden_dims=[16, 16], batch_per_task=N, model=name, model_options=options)
     embeddings = EMBEDDINGS if variant.endswith("+file") else None
     return MTSAC(
         STATE + K,
@@ -64,7 +71,7 @@ def test_every_model_is_offered_and_documented():
         assert models.MODELS[name].__module__ == f"mtrl.models.{name}"  # one file per model
     defaults = {  # the papers' MT10 settings (see each model's docstring and preset)
         "mlp": {},
-        "multihead": {},
+        "multihead": {"head_hidden": 0},
         "soft_modularization": {
             "num_layers": 2,
             "num_modules": 2,
@@ -202,8 +209,10 @@ def component_inputs(agent: MTSAC) -> dict[str, object]:
     with torch.no_grad():
         alpha = agent.temperature(agent.task_onehot(batch.obs)).exp()
     return {
-        "critic": CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch)),
-        "actor": ActorInputs(batch.obs, torch.randn(K, N, ACT), alpha),
+        "critic": CriticInputs(
+            batch.obs, batch.action, agent.critic_target_values(batch), batch.weight
+        ),
+        "actor": ActorInputs(batch.obs, torch.randn(K, N, ACT), alpha, batch.weight),
     }
 
 
@@ -244,6 +253,7 @@ def test_task_specific_parameters_get_exactly_their_own_tasks_gradient(variant):
     [
         ("mlp", "head"),
         ("multihead", "trunk.layers.1"),  # the heads are task-specific
+        ("multihead+hidden", "trunk.layers.1"),
         ("soft_modularization", "head"),
         ("care", "trunk.1"),
         ("care+file", "trunk.1"),

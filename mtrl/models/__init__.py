@@ -31,6 +31,7 @@ from .soft_modularization import SoftModularizationModel
 
 __all__ = [
     "TAKES_TASK_EMBEDDINGS",
+    "TAKES_TASK_INPUT",
     "Dims",
     "Model",
     "ModelSpec",
@@ -55,6 +56,9 @@ MODELS: dict[str, type[Model]] = {
 }
 TAKES_TASK_EMBEDDINGS = ("care",)
 """Models that read fixed task embeddings (``agent.task_embeddings``)."""
+TAKES_TASK_INPUT = ("mlp", "multihead")
+"""Models that append the task one-hot to their input unless told not to (``agent.task_input``);
+the others take the task through their task-specific parts only."""
 
 
 def available() -> list[str]:
@@ -85,13 +89,14 @@ def check(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True, eq=False)
 class ModelSpec:
     """What the actor and the Q networks build their networks from: ``agent.model``,
-    ``agent.model_options``, ``agent.hidden_dims`` and the fixed task embeddings (CARE's
-    context, from ``agent.task_embeddings``, or ``None``)."""
+    ``agent.model_options``, ``agent.hidden_dims``, the fixed task embeddings (CARE's
+    context, from ``agent.task_embeddings``, or ``None``) and ``agent.task_input``."""
 
     name: str = "mlp"
     options: Mapping[str, Any] = field(default_factory=dict)
     hidden_dims: tuple[int, ...] = (400, 400, 400)
     task_embeddings: Tensor | None = None
+    task_input: bool = True
 
     def build(self, dims: Dims) -> Model:
         options = check(self.name, self.options)
@@ -99,4 +104,6 @@ class ModelSpec:
             if self.name not in TAKES_TASK_EMBEDDINGS:
                 raise ValueError(f"model '{self.name}' takes no task embeddings")
             options["task_embeddings"] = self.task_embeddings
+        if self.name in TAKES_TASK_INPUT:
+            options["task_input"] = self.task_input
         return _model_class(self.name)(dims, list(self.hidden_dims), **options)

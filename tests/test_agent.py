@@ -3,8 +3,11 @@ import torch
 from helpers import ACT, STATE, K, N, make_batch
 from torch.func import vmap
 
+from mtrl import surgery
 from mtrl.agent import MTSAC, AlphaInputs, CriticInputs
 from mtrl.config import AgentConfig, SurgeryConfig
+
+SURGERY_METHODS = surgery.available()
 
 
 def make_agent(**overrides) -> MTSAC:
@@ -158,3 +161,107 @@ def test_grad_clip_above_the_norm_changes_nothing():
         torch.testing.assert_close(a, b)
     for a, b in zip(plain.critic.parameters(), clipped.critic.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------ the papers' settings
+def uniform_batch(counts: list[int], seed: int = 0):
+    """A batch as a uniform draw lays it out: row k's first counts[k] slots drawn (weight
+    1/total), the rest padding (weight 0)."""
+    batch = make_batch(seed)
+    drawn = torch.arange(N) < torch.tensor(counts)[:, None]
+    return batch._replace(weight=drawn.float() / sum(counts)), drawn
+
+
+def test_a_uniform_batch_trains_on_the_mean_over_its_draws(monkeypatch):
+    """The mtrl family's critic loss on a uniform batch (agent/sac.py: F.mse_loss over the 1280
+    draws, Q1 and Q2 summed) written on the drawn transitions alone: the plain path's gradient,
+    and each task's loss the mean over its own draws (grad_manipulation.py
+    _convert_loss_into_task_loss), 0 for a task drawn zero times."""
+    agent = make_agent()
+    batch, drawn = uniform_batch([5, 0, 2])
+    critic = agent.components["critic"]
+    target = agent.critic_target_values(batch)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
+    losses = critic.loss(critic.params, inputs)
+    obs, action, y = batch.obs[drawn], batch.action[drawn], target[drawn]
+    q1, q2 = agent.critic(obs, action)
+    per_sample = (q1 - y).pow(2) + (q2 - y).pow(2)
+    expected = torch.stack([per_sample[:5].mean(), torch.tensor(0.0), per_sample[5:].mean()])
+    torch.testing.assert_close(losses.detach(), expected.detach())
+    reference = torch.autograd.grad(per_sample.mean(), list(critic.params.values()))
+    monkeypatch.setattr(critic.optimizer, "step", lambda: None)
+    agent._descend(critic, inputs)
+    for param, grad in zip(critic.params.values(), reference, strict=True):
+        torch.testing.assert_close(param.grad, grad)
+
+
+def test_mean_critic_reduction_halves_the_summed_loss():
+    """metaworld-algorithms mtsac.py: ((q_pred - target) ** 2).mean() over the ensemble of two
+    Q networks: the mean of the two losses, half their sum."""
+    batch = make_batch()
+    summed, mean = make_agent(), make_agent(critic_reduction="mean")
+    target = summed.critic_target_values(batch)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
+    a = summed.components["critic"].loss(summed.components["critic"].params, inputs)
+    b = mean.components["critic"].loss(mean.components["critic"].params, inputs)
+    torch.testing.assert_close(b, a / 2)
+
+
+def test_adam_eps_reaches_every_optimizer():
+    agent = make_agent(adam_eps=1e-5)
+    assert {c.optimizer.param_groups[0]["eps"] for c in agent.components.values()} == {1e-5}
+    assert make_agent().components["actor"].optimizer.param_groups[0]["eps"] == 1e-8
+
+
+def test_a_shared_temperature_is_one_parameter_every_task_moves():
+    agent = make_agent(temperature="shared")
+    alpha = agent.components["alpha"]
+    assert list(alpha.params) == ["shared_log_alpha"] and alpha.shared_numel == 1
+    log_prob = torch.randn(K, N)
+    inputs = AlphaInputs(agent.task_onehot(make_batch().obs), log_prob, make_batch().weight)
+    jacobian = torch.autograd.functional.jacobian(
+        lambda p: alpha.loss({"shared_log_alpha": p}, inputs), alpha.params["shared_log_alpha"]
+    )
+    # d/d log_alpha of -log_alpha (log pi + H), each task's mean: the same parameter for all
+    torch.testing.assert_close(jacobian[:, 0], -(log_prob + agent.target_entropy).mean(-1))
+    metrics = agent.update(make_batch())
+    assert metrics["alpha"].shape == (K,) and torch.all(metrics["alpha"] == metrics["alpha"][0])
+
+
+@pytest.mark.parametrize("same_sign", [True, False])
+def test_pcgrad_combines_the_tasks_gradients_of_a_shared_temperature(same_sign, monkeypatch):
+    """With one temperature the K task gradients are scalars. PCGrad projects a conflicting
+    scalar onto zero (g_i - (g_i g_j / g_j^2) g_j = 0), so tasks of mixed signs cancel to no
+    update; of one sign they pass unchanged (mtrl's PCGrad: the mean of the modified rows)."""
+    agent = MTSAC(
+        STATE + K,
+        ACT,
+        K,
+        AgentConfig(hidden_dims=[8], batch_per_task=N, temperature="shared"),
+        surgery=SurgeryConfig("pcgrad"),
+    )
+    alpha = agent.components["alpha"]
+    assert "alpha" in agent.surgeries
+    entropy_gap = torch.tensor([1.0, 2.0, 3.0] if same_sign else [1.0, -2.0, 3.0])
+    log_prob = entropy_gap[:, None].expand(K, N) - agent.target_entropy
+    inputs = AlphaInputs(agent.task_onehot(make_batch().obs), log_prob, make_batch().weight)
+    monkeypatch.setattr(alpha.optimizer, "step", lambda: None)
+    agent._descend(alpha, inputs)
+    grad = alpha.params["shared_log_alpha"].grad
+    expected = -entropy_gap.mean() if same_sign else torch.tensor(0.0)
+    torch.testing.assert_close(grad, expected.reshape(1))
+
+
+@pytest.mark.parametrize("method", SURGERY_METHODS)
+def test_every_surgery_method_updates_a_shared_temperature(method):
+    """CAGrad's and PCGrad's published runs send the temperature's gradients through the
+    method too (their _compute_gradient override covers log_alpha)."""
+    torch.manual_seed(0)
+    config = AgentConfig(hidden_dims=[8], batch_per_task=N, temperature="shared")
+    agent = MTSAC(STATE + K, ACT, K, config, surgery=SurgeryConfig(method, diagnostics_every=1))
+    before = agent.temperature.shared_log_alpha.detach().clone()
+    for seed in range(2):
+        metrics = agent.update(make_batch(seed))
+    assert all(torch.isfinite(value).all() for value in metrics.values())
+    assert "surgery/alpha/cos_mean" in metrics
+    assert not torch.equal(agent.temperature.shared_log_alpha, before)

@@ -1,8 +1,11 @@
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
 
-from mtrl.replay import MultiTaskReplay
+from mtrl.replay import MultiTaskReplay, uniform_slots
 
 K, OBS, ACT = 3, 5, 2
 
@@ -74,3 +77,95 @@ def test_empty_buffer_refuses_to_sample():
     replay = MultiTaskReplay(K, capacity_per_task=4, obs_dim=OBS, action_dim=ACT)
     with pytest.raises(RuntimeError, match="empty"):
         replay.sample(per_task=1)
+
+
+# --------------------------------------------------------------------- uniform (pooled) draws
+def filled(capacity: int, steps: int, seed: int = 0) -> MultiTaskReplay:
+    replay = MultiTaskReplay(K, capacity_per_task=capacity, obs_dim=OBS, action_dim=ACT, seed=seed)
+    for step in range(steps):
+        replay.add(**transition(step))
+    return replay
+
+
+def test_a_uniform_batch_keeps_each_task_in_its_row_and_weights_its_draws():
+    batch = filled(capacity=50, steps=20).sample_uniform(total=12)
+    slots = uniform_slots(12, K)
+    assert batch.obs.shape == (K, slots, OBS) and batch.weight.shape == (K, slots)
+    for k in range(K):
+        assert torch.all(torch.div(batch.obs[k, :, 0], 100, rounding_mode="floor") == k)
+    drawn = batch.weight > 0
+    assert torch.all(batch.weight[drawn] == 1 / 12)
+    assert int(drawn.sum()) == 12, "exactly the batch's draws carry weight"
+    # a task's draws are the first slots of its row: the weights fall off once, never rise
+    assert torch.all(drawn[:, 1:] <= drawn[:, :-1])
+
+
+def test_uniform_task_counts_are_those_of_uniform_draws_from_one_pool():
+    """Uniform draws from a pool holding every task equally often: each batch's task counts
+    are multinomial (12 draws, 1/3 each), so one task's count is Binomial(12, 1/3). The
+    frequencies of 20000 batches against the exact pmf, and their mean and variance."""
+    replay = filled(capacity=50, steps=20, seed=3)
+    total, batches = 12, 20000
+    counts = torch.stack(
+        [(replay.sample_uniform(total).weight > 0).sum(-1) for _ in range(batches)]
+    )
+    assert torch.all(counts.sum(-1) == total)
+    pmf = torch.tensor(
+        [math.comb(total, c) * (K - 1) ** (total - c) / K**total for c in range(total + 1)]
+    )
+    for k in range(K):
+        frequency = torch.bincount(counts[:, k], minlength=total + 1).double() / batches
+        assert (frequency - pmf).abs().max() < 0.015, k  # 5 standard errors at most
+    mean, variance = counts.double().mean(0), counts.double().var(0)
+    torch.testing.assert_close(
+        mean, torch.full((K,), total / K, dtype=torch.double), atol=0.06, rtol=0
+    )
+    expected = total * (1 / K) * (1 - 1 / K)  # a balanced batch's counts would not vary at all
+    torch.testing.assert_close(
+        variance, torch.full((K,), expected, dtype=torch.double), rtol=0.05, atol=0
+    )
+
+
+def test_uniform_draws_cover_a_pooled_fifo_buffer_uniformly():
+    """Independent formulation: one FIFO list of K x 5 transitions, added task by task per
+    vector step as the mtrl family's replay_buffer.py does. After wrapping around it holds the
+    same transitions as the rings, and every one of them is drawn equally often."""
+    capacity, steps = 5, 8
+    replay = filled(capacity=capacity, steps=steps, seed=2)
+    pool: list[tuple[int, int]] = []
+    for step in range(steps):
+        for k in range(K):
+            pool.append((k, step))
+            pool = pool[-K * capacity :]
+    seen: dict[tuple[int, int], int] = {}
+    draws = 0
+    for _ in range(3000):
+        batch = replay.sample_uniform(total=10)
+        drawn = batch.weight > 0
+        tasks = torch.div(batch.obs[..., 0], 100, rounding_mode="floor")[drawn]
+        step = batch.obs[..., 0][drawn] - 100 * tasks
+        for key in zip(tasks.int().tolist(), step.int().tolist(), strict=True):
+            seen[key] = seen.get(key, 0) + 1
+        draws += int(drawn.sum())
+    assert set(seen) == set(pool)
+    expected = draws / len(pool)
+    chi2 = sum((n - expected) ** 2 / expected for n in seen.values())
+    assert chi2 < 50, chi2  # 14 degrees of freedom: p < 1e-5 above 50
+
+
+@pytest.mark.parametrize("total,tasks", [(1280, 10), (1280, 50), (12, 3), (7, 1)])
+def test_uniform_slots_bound_the_overflow_probability(total, tasks):
+    """Exact binomial tails in integer arithmetic: K P(count > slots) <= 1e-12 while one slot
+    fewer would exceed it (1280 draws: 213 slots on MT10, 71 on MT50)."""
+    slots = uniform_slots(total, tasks)
+
+    def overflow(n: int) -> Fraction:
+        tail = sum(
+            math.comb(total, c) * (tasks - 1) ** (total - c) for c in range(n + 1, total + 1)
+        )
+        return tasks * Fraction(tail, tasks**total)
+
+    assert overflow(slots) <= Fraction(1, 10**12)
+    if slots < total:
+        assert overflow(slots - 1) > Fraction(1, 10**12)
+    assert {(1280, 10): 213, (1280, 50): 71}.get((total, tasks), slots) == slots

@@ -209,3 +209,45 @@ def assert_refused(folder, argv, message, capsys):
     assert err.startswith("mtrl-train: error: ") and err.count("\n") == 1, err
     assert message in err
     assert snapshot(folder) == before, "a refused resume must not modify the run folder"
+
+
+PAPER_SETTINGS = (
+    "train.replay_sampling=uniform",
+    "agent.batch_size=12",
+    "agent.temperature=shared",
+    "agent.task_input=false",
+    "agent.model=multihead",
+    "agent.model_options.head_hidden=8",
+    "agent.init=xavier",
+    "agent.log_std_squash=true",
+    "agent.critic_reduction=mean",
+    "agent.adam_eps=1e-5",
+    "surgery.name=pcgrad",
+    "train.warmup_updates=40",
+    "train.eval_at_start=true",
+    "train.eval_final=false",
+)
+"""The settings the paper presets add, on the tiny run: uniform draws, one temperature through
+surgery, hidden heads, the update burst and an evaluation schedule whose final evaluation (at
+200) comes before the end (300)."""
+
+
+def test_resume_with_the_paper_settings_is_exact(tmp_path, capsys):
+    """Killed after the checkpoint at 200, which follows the final evaluation: the resumed run
+    ends as the uninterrupted one, bit for bit, and reports that evaluation's success."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = ("checkpoint.every=100", "checkpoint.keep_last=3", *PAPER_SETTINGS)
+    assert train_main(tiny_mt1(300, straight, *args)) == 0
+    table = capsys.readouterr().out.split("run folder:")[1].splitlines()[1:]
+    shutil.copytree(straight, resumed)
+    step_file(resumed, 300).unlink()  # resumes from 200 (what was logged later is dropped)
+    assert train_main(["--resume", str(resumed), "--no-progress"]) == 0
+    assert capsys.readouterr().out.split("run folder:")[1].splitlines()[1:] == table
+    assert_same_checkpoint(step_file(straight, 300), step_file(resumed, 300))
+    evals = [r for r in read_metrics(resumed) if "eval/success" in r]
+    assert [(r["step"], bool(r.get("final"))) for r in evals] == [
+        (0, False),
+        (100, False),
+        (200, True),
+    ]
+    assert without_timing(read_metrics(straight)) == without_timing(read_metrics(resumed))

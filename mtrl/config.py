@@ -207,8 +207,9 @@ class TrainConfig:
         "agent.batch_size transitions drawn uniformly from all tasks' stored transitions, as from "
         "the mtrl family's one pooled FIFO buffer (the K per-task rings, filled in lockstep, hold "
         "exactly what that pool holds), so the tasks' counts vary from batch to batch; each task's "
-        "loss is the mean over its draws. Uniform pads every task's draws to a fixed size (1.7x "
-        "the balanced batch's compute for 1280 on MT10, 2.8x on MT50)",
+        "loss is the mean over its draws. Uniform pads every task's draws to a fixed number of "
+        "slots that holds them but with probability 1e-12 (for 1280 draws: 213 per task on MT10, "
+        "71 on MT50, so the networks process 1.7x and 2.8x the batch)",
     )
     updates_per_step: int = option(1, "gradient updates per vector env step (K transitions)")
     warmup_updates: int = option(

@@ -78,6 +78,21 @@ def test_yaml_file_and_round_trip(tmp_path):
         (["seed"], "is not of the form KEY=VALUE"),
         (["balancer.components=[critic,critic]"], "balancer.components must be distinct names"),
         (["balancer.components=[q]"], "balancer.components must be distinct names from critic"),
+        (["agent.temperature=both"], "agent.temperature must be one of per_task, shared"),
+        (["agent.critic_reduction=max"], "agent.critic_reduction must be one of sum, mean"),
+        (["agent.init=he"], "agent.init must be one of torch, xavier, mwplus, got 'he'"),
+        (["agent.adam_eps=0"], "agent.adam_eps must be > 0"),
+        (["agent.batch_size=0"], "agent.batch_size must be > 0 or null"),
+        (
+            ["train.replay_sampling=pooled"],
+            "train.replay_sampling must be one of balanced, uniform",
+        ),
+        (["train.warmup_updates=-1"], "train.warmup_updates must be >= 0"),
+        (["train.eval_final=false", "train.eval_every=0"], "train.eval_final=false leaves no"),
+        (
+            ["train.eval_final=false", "train.total_steps=100", "train.eval_every=100"],
+            "must be in 1..99 (below train.total_steps) or train.eval_at_start=true",
+        ),
     ],
 )
 def test_bad_values_name_the_problem_and_what_is_allowed(overrides, message):
@@ -119,6 +134,22 @@ def test_step_counts_must_be_whole_vector_steps():
     small = load_config(None, ["train.buffer_size=100", "agent.batch_per_task=64"])
     with pytest.raises(ConfigError, match=r"fewer than agent\.batch_per_task"):
         check_task_multiples(small, 10)
+
+
+def test_the_batch_of_each_replay_sampling_must_be_drawable():
+    """Balanced sampling draws agent.batch_per_task of every task: a total that is not K times
+    it is refused (the mtrl protocol's 1280 on MT50 with balanced sampling); uniform sampling
+    needs a buffer that K rings hold exactly as one pool."""
+    switched = load_config("mt50", ["train.replay_sampling=balanced"])
+    with pytest.raises(ConfigError, match=r"agent\.batch_size \(1280\) must be null or 50 x"):
+        check_task_multiples(switched, 50)
+    check_task_multiples(load_config("mt10", ["train.replay_sampling=balanced"]), 10)
+    check_task_multiples(
+        load_config("mt50", ["train.replay_sampling=balanced", "agent.batch_size=null"]), 50
+    )
+    odd = load_config("mt10", ["train.buffer_size=1000005"])
+    with pytest.raises(ConfigError, match=r"must be a multiple of the number of tasks \(10\)"):
+        check_task_multiples(odd, 10)
 
 
 def test_every_option_is_documented():

@@ -195,3 +195,53 @@ def test_pcgrad_draws_its_orders_on_the_device_and_restores_them():
     b = surgery.make("pcgrad", seed=2)
     b.load_state_dict(a.state_dict())
     assert torch.equal(a(g.cuda()), b(g.cuda()))
+
+
+# ------------------------------------------------------------------- the paper settings
+def test_uniform_replay_sample_has_no_host_sync():
+    replay = MultiTaskReplay(REPLAY_K, 16, OBS, 2, CUDA, seed=0)
+    for step in range(20):
+        replay.add(**transition(step))
+    with sync_is_an_error():
+        batch = replay.sample_uniform(total=12)
+    assert batch.weight.shape == batch.obs.shape[:2]
+    assert batch.weight.sum().item() == pytest.approx(1.0)
+
+
+def test_captured_update_with_the_paper_settings_equals_the_eager_update():
+    """One temperature through CAGrad (device solver), hidden heads, no task input, uniform
+    batches: captured and eager agree, and the replayed update has no host sync."""
+
+    def paper_agent(cuda_graph: bool) -> MTSAC:
+        torch.manual_seed(0)
+        config = AgentConfig(
+            hidden_dims=[64, 64],
+            model="multihead",
+            model_options={"head_hidden": 32},
+            temperature="shared",
+            task_input=False,
+            critic_reduction="mean",
+            init="xavier",
+            log_std_squash=True,
+        )
+        surgery_config = SurgeryConfig("cagrad", options={"solver": "device"})
+        return MTSAC(
+            STATE + K, ACT, K, config, CUDA, seed=0, surgery=surgery_config, cuda_graph=cuda_graph
+        )
+
+    def uniform_batch(seed: int) -> Batch:
+        batch = cuda_batch(seed)
+        counts = torch.randint(0, N + 1, (K,), generator=torch.Generator().manual_seed(seed))
+        drawn = torch.arange(N) < counts[:, None]
+        return batch._replace(weight=(drawn.float() / max(int(counts.sum()), 1)).to(CUDA))
+
+    eager, captured = paper_agent(False), paper_agent(True)
+    for step in range(WARMUP + 4):
+        batch = uniform_batch(step)
+        expected, got = eager.update(batch), captured.update(batch)
+        for key in METRICS:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(parameters(eager), parameters(captured), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    with sync_is_an_error():
+        captured.update(uniform_batch(99))

@@ -301,3 +301,36 @@ def test_published_number_kept_for_changes_of_where_and_how_a_run_executes():
     ]
     flat = flatten(asdict(load_config("mt10-pcgrad", run_only)))
     assert paper_number(flat, "mt10", "mtrl").label == "PCGrad"
+
+
+def test_mtrls_own_choices_are_a_reference_in_another_setting_and_caveats_are_declared(tmp_path):
+    """CAGrad with mtrl's choices (per-task temperatures, the task one-hot, balanced replay):
+    the temperature is the row's setting (no number, named as another setting), the one-hot and
+    the replay are the protocol's (deviations); beside the numbers the report declares what no
+    setting reproduces."""
+    runs = tmp_path / "runs"
+    _synthetic_run(runs / "paper", "mt10-cagrad", 0, [0.7, 0.8])
+    _synthetic_run(runs / "alpha", "mt10-cagrad", 0, [0.7, 0.9], "agent.temperature=per_task")
+    onehot = ("agent.task_input=true", "train.replay_sampling=balanced")
+    _synthetic_run(runs / "onehot", "mt10-cagrad", 0, [0.6, 0.9], *onehot)
+    _synthetic_run(runs / "mwplus", "mt50-mwplus", 0, [0.1, 0.2])
+    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    rows = _csv(tmp_path / "report" / "results.csv")
+    paper = "agent.task_input=False, agent.temperature=shared, train.replay_sampling=uniform"
+    alpha = "agent.task_input=False, agent.temperature=per_task, train.replay_sampling=uniform"
+    mine = "agent.task_input=True, agent.temperature=shared, train.replay_sampling=balanced"
+    published = {(r["protocol"], r["variant"]): r["published_mean"] for r in rows}
+    assert published == {
+        ("mtrl", paper): "0.83",
+        ("mtrl", alpha): "",
+        ("mtrl", mine): "",
+        ("mwplus", ""): "",  # nothing recorded for Meta-World+
+    }
+    deviations = {r["variant"]: json.loads(r["deviations"]) for r in rows}
+    assert deviations[mine] == {"agent.task_input": True, "train.replay_sampling": "balanced"}
+    assert deviations[paper] == deviations[alpha] == {}
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "reference in another setting only" in markdown
+    assert "(agent.temperature)" in markdown
+    assert "Not reproduced here: the papers ran the V1 envs" in markdown
+    assert "2026-05-19" in markdown and "mt50-mwplus extrapolates" in markdown

@@ -10,12 +10,14 @@ branching), ``nonzero`` and boolean-mask indexing (data-dependent shapes), and t
 
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 from helpers import ACT, STATE, K, N, make_batch
 
 from mtrl.agent import MTSAC
 from mtrl.config import AgentConfig, SurgeryConfig
+from mtrl.replay import MultiTaskReplay
 
 TENSOR_METHODS = ("item", "cpu", "numpy", "tolist", "nonzero", "__bool__", "__int__", "__float__")
 TORCH_FUNCTIONS = ("nonzero", "argwhere", "masked_select", "unique")
@@ -125,3 +127,38 @@ def test_device_solver_update_equals_the_exact_solver_update(method):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(exact.critic.parameters(), device.critic.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+PAPER = {
+    "temperature": "shared",
+    "task_input": False,
+    "model": "multihead",
+    "model_options": {"head_hidden": 8},
+    "critic_reduction": "mean",
+    "init": "xavier",
+    "log_std_squash": True,
+}
+"""The settings the paper presets add to the agent."""
+
+
+@pytest.mark.parametrize("method,options", [("pcgrad", {}), ("cagrad", {"solver": "device"})])
+def test_uniform_draws_and_the_paper_settings_stay_on_the_device(monkeypatch, method, options):
+    """A uniform batch (task counts drawn on the device, padding weighted 0) and an update with
+    one temperature through surgery, hidden heads and no task input: no host read either."""
+    torch.manual_seed(0)
+    config = AgentConfig(hidden_dims=[16, 16], **PAPER)
+    surgery = SurgeryConfig(method, options=options, diagnostics_every=2)
+    agent = MTSAC(STATE + K, ACT, K, config, seed=0, surgery=surgery)
+    replay = MultiTaskReplay(K, 16, STATE + K, ACT, seed=0)
+    for step in range(20):
+        batch = make_batch(seed=step)
+        replay.add(
+            *(t[:, 0].numpy() for t in (batch.obs, batch.action, batch.reward, batch.next_obs)),
+            np.zeros(K),
+            np.zeros(K),
+        )
+    for _ in range(2):
+        with forbid_host_sync(monkeypatch, agent):
+            metrics = agent.update(replay.sample_uniform(total=3 * N))
+    assert all(torch.isfinite(value).all() for value in metrics.values())
+    assert "surgery/alpha/cos_mean" in metrics

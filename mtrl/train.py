@@ -289,7 +289,7 @@ class Trainer:
         """An evaluation of :func:`evaluation_steps`; the last one is the final evaluation."""
         train = self.config.train
         final = self.step == final_step
-        episodes = (train.final_eval_episodes or train.eval_episodes) if final else None
+        episodes = (train.final_eval_episodes or train.eval_episodes) if final else 0
         self.evaluate(episodes or train.eval_episodes, final=final)
 
     def _checkpoint_if_due(self, signal_name: str | None) -> None:

@@ -70,12 +70,12 @@ def compare(trainer: Trainer, twin: gym.vector.VectorEnv, steps: int) -> dict[st
 
 def time_update(trainer: Trainer, repeats: int, threads: int) -> float:
     torch.set_num_threads(threads)
-    agent, replay = trainer.agent, trainer.replay
+    agent = trainer.agent
     for _ in range(3):
-        agent.update(replay.sample(trainer.batch_size))
+        agent.update(trainer.sample())
     start = time.perf_counter()
     for _ in range(repeats):
-        agent.update(replay.sample(trainer.batch_size))
+        agent.update(trainer.sample())
     return (time.perf_counter() - start) / repeats * 1000
 
 

@@ -42,7 +42,7 @@ def measure(preset: str, folder: Path) -> dict[str, float]:
     trainer = Trainer(config, folder / preset, progress=False)
     build = time.perf_counter() - start
     fill_replay(trainer)
-    trainer.agent.update(trainer.replay.sample(config.agent.batch_per_task))
+    trainer.agent.update(trainer.sample())
     trainer.step = config.checkpoint.every
 
     start = time.perf_counter()

@@ -104,13 +104,13 @@ MWPLUS = {
     "env.goal_mode": "random",  # W envs/metaworld.py: Meta-World's MT setting, a goal a reset
     "train.total_steps/K": 2_000_000,  # E 56: total_steps=int(2e7) transitions on MT10
     "train.warmup_steps/K": 4000,  # W config/rl.py 30: warmstart_steps
-    "train.warmup_updates": 0,  # W rl/algorithms/base.py 636-639: one update per step
+    "train.warmup_updates": 0,  # W rl/algorithms/base.py 644-647: one update per step
     "train.buffer_size": 1_000_000,  # E 57
-    "train.replay_sampling": "balanced",  # W rl/buffers.py 344-357: batch_size / K per task
+    "train.replay_sampling": "balanced",  # W rl/buffers.py 345-357: batch_size / K per task
     "agent.batch_per_task": 128,  # E 58: batch_size=1280 over 10 tasks
     "agent.batch_size": None,
     "train.eval_every": 200_000,  # W config/rl.py 24: 200_000 // 500 episodes
-    "train.eval_at_start": False,  # W base.py 651-656: global_step > 0, after the warm-up
+    "train.eval_at_start": False,  # W base.py 644, 658-663: after the warm-up only
     "train.eval_final": True,
     "train.eval_episodes": 50,  # W config/envs.py 15: evaluation_num_episodes
     "agent.model": "multihead",  # E 43-51: MultiHeadConfig; W nn/multi_head.py
@@ -121,7 +121,7 @@ MWPLUS = {
     "agent.init": "mwplus",  # W config/nn.py 15-19; rl/networks.py 34-40, 227-228
     "agent.log_std_squash": False,  # W rl/networks.py 60-62: jnp.clip
     "agent.grad_clip": 1.0,  # E 44, 50: max_grad_norm=1.0 (actor and critic only)
-    "agent.critic_reduction": "mean",  # W mtsac.py 312: mean over both Q networks
+    "agent.critic_reduction": "mean",  # W mtsac.py 302: mean over both Q networks
     "agent.adam_eps": 1e-5,  # W config/optim.py 26-27
     "agent.actor_lr": 3e-4,  # W config/optim.py 15
     "agent.critic_lr": 3e-4,

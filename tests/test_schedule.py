@@ -24,10 +24,10 @@ def mtrl_family_evaluations(tasks: int) -> list[int]:
 def mwplus_evaluations(tasks: int) -> list[int]:
     """metaworld-algorithms rl/algorithms/base.py, OffPolicyAlgorithm.train(): after the env
     step of ``global_step`` (all K episodes end together every 500 steps, terminate_on_success
-    False), with ``global_step > warmstart_steps`` (4000), it evaluates when ``episodes_ended %
-    evaluation_frequency == 0`` and an episode just ended; evaluation_frequency = 200_000 // 500
-    episodes (config/rl.py line 24), total_steps // K iterations. In mtrl's steps: the
-    transitions stored, K per step."""
+    False), with ``global_step > warmstart_steps`` (4000; line 644), it evaluates when
+    ``episodes_ended % evaluation_frequency == 0`` and an episode just ended (lines 658-663);
+    evaluation_frequency = 200_000 // 500 episodes (config/rl.py line 24), total_steps // K
+    iterations. In mtrl's steps: the transitions stored, K per step."""
     evaluations, episodes_ended = [], 0
     for global_step in range(100_000_000 // 50 if tasks == 50 else 20_000_000 // tasks):
         ended = (global_step + 1) % 500 == 0

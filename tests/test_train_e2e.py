@@ -1,5 +1,7 @@
 """mtrl-train on real MT10 envs with the smoke preset, shrunk to a few hundred steps, under the
-mtrl protocol (whose budget and evaluation it overrides) and with W&B logging in offline mode."""
+mtrl protocol (whose budget, evaluation interval and update burst it overrides; its schedule
+stays: an evaluation before the first step, none at the end) and with W&B logging in offline
+mode."""
 
 import json
 
@@ -10,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mtrl.config import load_config
 from mtrl.logger import read_metrics, wandb_run_id
 
-TOTAL, EVAL_EVERY, LOG_EVERY, WARMUP = 600, 300, 100, 200
+TOTAL, EVAL_EVERY, LOG_EVERY, WARMUP, BURST = 600, 300, 100, 200, 20
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def smoke_run(tmp_path_factory):
         f"train.warmup_steps={WARMUP}",
         f"train.eval_every={EVAL_EVERY}",
         f"train.log_every={LOG_EVERY}",
+        f"train.warmup_updates={BURST}",
         "train.eval_episodes=1",
         "train.final_eval_episodes=2",
         "--protocol",
@@ -82,10 +85,11 @@ def test_metrics_jsonl_has_training_and_evaluation_lines(smoke_run):
                 assert isinstance(r[key], float), key
             for task in MT10_TASKS:
                 assert r[f"train/alpha/{task}"] > 0
-    assert train[-1]["train/updates"] == (TOTAL - WARMUP) // 10 + 1
+    # the burst when the warm-up ends, then one update per vector step
+    assert train[-1]["train/updates"] == BURST + (TOTAL - WARMUP) // 10
 
     evals = [r for r in records if "eval/success" in r]
-    assert [r["step"] for r in evals] == [EVAL_EVERY, TOTAL]
+    assert [r["step"] for r in evals] == [0, EVAL_EVERY]  # the one at 300 is the final one
     assert [r.get("final", False) for r in evals] == [False, True]
     assert all(r["protocol"] == "mtrl" for r in evals)
     assert [r["eval/episodes"] for r in evals] == [1, 2]
@@ -103,7 +107,7 @@ def test_tensorboard_event_files_hold_the_scalars(smoke_run):
     tags = set(events.Tags()["scalars"])
     assert {"eval/success", "train/critic_loss", "train/steps_per_s"} <= tags
     assert {f"eval/success/{task}" for task in MT10_TASKS} <= tags
-    assert [e.step for e in events.Scalars("eval/success")] == [EVAL_EVERY, TOTAL]
+    assert [e.step for e in events.Scalars("eval/success")] == [0, EVAL_EVERY]
 
 
 def test_wandb_offline_run_in_the_run_folder(smoke_run):

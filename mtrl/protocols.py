@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 NONE = "none"
-SUITE_TASKS = {"mt10": 10, "mt50": 50}
-"""The benchmarks the protocols are defined for, with their number of tasks."""
 
 
 @dataclass(frozen=True)
@@ -124,12 +122,16 @@ def values(name: str, benchmark: str) -> dict[str, Any]:
     if name == NONE:
         return {}
     protocol = get(name)
-    if benchmark not in SUITE_TASKS:
+    # Imported here: mtrl.envs imports Meta-World and mtrl.config, which imports this module.
+    from mtrl.envs import parse_benchmark
+
+    parsed = parse_benchmark(benchmark)
+    if parsed.name.startswith("mt1:"):
         raise ValueError(
-            f"protocol '{name}' is defined for {' and '.join(SUITE_TASKS)}, not '{benchmark}'; "
-            f"use train.protocol={NONE} for other benchmarks"
+            f"protocol '{name}' is defined for the suites (mt10, mt25, mt50) and task sets of "
+            f"them, not '{benchmark}'; use train.protocol={NONE} for mt1"
         )
-    return protocol.values(SUITE_TASKS[benchmark])
+    return protocol.values(parsed.num_tasks)
 
 
 def deviations(name: str, benchmark: str, flat_config: dict[str, Any]) -> dict[str, Any]:

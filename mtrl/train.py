@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -335,14 +336,24 @@ class Trainer:
         metrics.update(self.episodes.pop())
         for key, value in self.interval.pop_means().items():
             metrics.update(self._interval_mean(key, value))
+        metrics.update(shares_among_conflicts(metrics))
         self.logger.log(self.step, metrics)
 
     def _interval_mean(self, key: str, value: torch.Tensor) -> dict[str, float]:
-        """Scalars as they are; per-task vectors as their mean over tasks, and task by task for
-        the temperatures, the per-task gradient norms and the balancers' loss weights."""
-        name = key if key.startswith("surgery/") else f"train/{key}"
+        """Scalars as they are; per-pair gradient statistics pair by pair; per-task vectors as
+        their mean over tasks, and task by task for the temperatures, the per-task gradient
+        norms and the balancers' loss weights."""
+        name = key if key.startswith("diag/") else f"train/{key}"
         if value.dim() == 0:
             return {name: float(value)}
+        component, _, stat = name.rpartition("/")
+        if stat.startswith("pair_"):
+            pairs = combinations(self.benchmark.task_names, 2)  # the order of triu_indices
+            stat = stat.removeprefix("pair_")
+            return {
+                f"{component}/pair/{a}|{b}/{stat}": v
+                for (a, b), v in zip(pairs, value.tolist(), strict=True)
+            }
         out = {name: float(value.mean())}
         if key == "alpha" or key.endswith(("/norms", "/weight")):
             tasks = self.benchmark.task_names
@@ -356,6 +367,20 @@ class Trainer:
     def _close_envs(self) -> None:
         self.envs.close()
         self.eval_envs.close()
+
+
+def shares_among_conflicts(metrics: dict[str, float]) -> dict[str, float]:
+    """Of the conflicting (update, task pair)s of a log interval, the shares that meet condition
+    (a) of the PCGrad paper's Theorem 2 and that have ξ <= 1 (its Figure 4, middle), from the
+    interval means of the shares among all pairs (a ratio of means is a ratio of counts);
+    none for an interval without a conflict."""
+    out = {}
+    for key, conflict in metrics.items():
+        if key.startswith("diag/") and key.endswith("/conflict") and conflict > 0:
+            component = key.removesuffix("conflict")
+            for share in ("cond_a", "xi_le_1"):
+                out[f"{component}{share}_given_conflict"] = metrics[component + share] / conflict
+    return out
 
 
 def _due(step: int, every: int) -> bool:

@@ -18,6 +18,7 @@ from ._extras import (
     assign_grads,
     gram_diagnostics,
     per_task_grads,
+    step_curvature,
     torchjd_options,
 )
 from .methods import METHODS
@@ -30,6 +31,7 @@ __all__ = [
     "make",
     "options_of",
     "per_task_grads",
+    "step_curvature",
 ]
 
 

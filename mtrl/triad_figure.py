@@ -35,11 +35,11 @@ from mtrl.report import PROG, ProtocolKey, Row, group_runs, load_runs, protocol_
 COMPONENTS = ("critic", "actor")
 METRICS = ("success", "return")
 TRAIN_SERIES = (
-    # (name, key under diag/<component>/, plotted as 1 - value, line style)
-    ("curvature", "curvature", False, "-"),
-    ("positive cosine", "conflict", True, "-"),
-    ("condition (a) | conflict", "cond_a_given_conflict", False, ":"),
-    ("xi <= 1 | conflict", "xi_le_1_given_conflict", False, "--"),
+    # (name in the CSV, key under diag/<component>/, plotted as 1 - value, line style, legend)
+    ("curvature", "curvature", False, "-", "H"),
+    ("positive cosine", "conflict", True, "-", "cos φ > 0"),
+    ("condition (a) | conflict", "cond_a_given_conflict", False, ":", "(a) cos φ ≤ −Φ | conflict"),
+    ("xi <= 1 | conflict", "xi_le_1_given_conflict", False, "--", "ξ ≤ 1 | conflict"),
 )
 REQUIRED = ("curvature", "conflict")
 """Keys without which a run has no diagnostics to plot."""
@@ -56,7 +56,7 @@ def run_series(path: Path, component: str, metric: str) -> dict[str, Series]:
     prefix = f"eval/{metric}/"
     for record in read_metrics(path):
         step = int(record["step"])
-        for name, key, complement, _ in TRAIN_SERIES:
+        for name, key, complement, *_ in TRAIN_SERIES:
             value = record.get(f"diag/{component}/{key}")
             if value is not None:
                 out[name][step] = 1.0 - float(value) if complement else float(value)
@@ -108,7 +108,7 @@ def plot_triad(
 
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     colours = {id(row): f"C{i % 10}" for i, row in enumerate(rows)}
-    styles = {name: style for name, _, _, style in TRAIN_SERIES}
+    styles = {name: style for name, _, _, style, _ in TRAIN_SERIES}
     tasks = list(dict.fromkeys(t for row in rows for t in row.tasks))
     for row, name, steps, (mean, low, high), _ in curves:
         if name == "curvature":
@@ -135,7 +135,7 @@ def plot_triad(
         for row in rows
     ]
     left.legend(handles=methods, fontsize=8, loc="best")
-    shares = [Line2D([], [], color="black", linestyle=s, label=n) for n, *_, s in TRAIN_SERIES[1:]]
+    shares = [Line2D([], [], color="black", linestyle=s, label=t) for *_, s, t in TRAIN_SERIES[1:]]
     middle.legend(handles=shares, fontsize=8, loc="best")
     right.legend(
         handles=[

@@ -825,8 +825,8 @@ def _reps(text: str) -> int:
         reps = 0
     if reps < stats.MIN_REPS:
         raise argparse.ArgumentTypeError(
-            f"--reps must be an integer >= {stats.MIN_REPS} (2000 for a report, 50000 for numbers "
-            f"to publish), got '{text}'"
+            f"must be an integer >= {stats.MIN_REPS} (2000 for a report, 50000 for numbers to "
+            f"publish), got '{text}'"
         )
     return reps
 
@@ -838,7 +838,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Tables (Markdown, CSV) and plots (learning curves, per-task heatmap) of the "
-        "runs in RUN_OR_SWEEP_DIR..., with 95%% stratified-bootstrap intervals (rliable). Runs of "
+        "runs in RUN_OR_SWEEP_DIR..., with 95% stratified-bootstrap intervals (rliable). Runs of "
         "different benchmark protocols are never pooled. With --triad-figure: the PCGrad paper's "
         "Figure 4 (the tragic triad) from the runs instead.",
     )

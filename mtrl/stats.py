@@ -37,8 +37,9 @@ import numpy as np
 
 CONFIDENCE = 0.95
 DEFAULT_REPS = 2000
-"""Bootstrap replicates by default: endpoints of a 95% interval to within about a percentage point
-of success, in seconds per method. Use 50000 (rliable's default) for numbers that get published."""
+"""Bootstrap replicates by default: the endpoints of a 95% interval move by well under a percentage
+point of success from one bootstrap seed to another. Use 50000 (rliable's default) for numbers
+that get published."""
 DEFAULT_SEED = 0
 MIN_REPS = 100
 

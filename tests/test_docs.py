@@ -193,3 +193,24 @@ def test_readme_lists_what_is_supported():
     names = [*surgery.available(), *models.available(), *balancers.available(), *protocols.names()]
     missing = [name for name in names if f"`{name}`" not in table]
     assert not missing, f"README.md's 'What is supported' does not list: {missing}"
+
+
+CONFIG_KEY = re.compile(
+    r"`((?:env|agent|surgery|balancer|train|checkpoint|logger)\.\w+)(?![\w(])[^`]*`"
+)  # a dotted key in backticks, not a call such as `surgery.make(...)`
+
+
+def test_config_keys_named_in_the_text_exist():
+    """Prose names config keys too (`train.collector=overlap`, `surgery.options.c`): a renamed or
+    misspelled key fails here, not only in the commands."""
+    from mtrl.config import describe_options
+
+    keys = {key for key, _, _ in describe_options()}
+    named = [
+        (page, match[1])
+        for page in documentation_files()
+        for match in CONFIG_KEY.finditer(page.read_text(encoding="utf-8"))
+    ]
+    assert len(named) > 20, "the pattern no longer finds the keys the pages name"
+    unknown = sorted({f"{page.relative_to(REPO)}: {key}" for page, key in named if key not in keys})
+    assert not unknown, "config keys named in the docs that do not exist:\n" + "\n".join(unknown)

@@ -6,6 +6,7 @@ import re
 import runpy
 import subprocess
 import sys
+import types
 
 import pytest
 from doc_commands import (
@@ -214,3 +215,22 @@ def test_config_keys_named_in_the_text_exist():
     assert len(named) > 20, "the pattern no longer finds the keys the pages name"
     unknown = sorted({f"{page.relative_to(REPO)}: {key}" for page, key in named if key not in keys})
     assert not unknown, "config keys named in the docs that do not exist:\n" + "\n".join(unknown)
+
+
+def test_hook_warns_on_what_would_not_render(caplog):
+    """What the strict build fails on besides MkDocs' own checks: a Sphinx role or a doctest
+    outside an ``Examples:`` section in rendered HTML, and an unknown generated block."""
+    hook = runpy.run_path(str(REPO / "docs" / "_hooks" / "mtrl_docs.py"))
+    page = types.SimpleNamespace(file=types.SimpleNamespace(src_uri="x.md"))
+    rendered = "<p>Sorted names accepted by :func:<code>make</code>.</p>"
+    doctest = "<blockquote>\n<blockquote>\n<blockquote>\n<p>import torch</p>"
+    fine = "<p>Sorted names accepted by <a href='#m'><code>make</code></a>.</p>"
+    with caplog.at_level("WARNING", logger="mkdocs.hooks.mtrl_docs"):
+        hook["on_post_page"](fine, page=page)
+        assert not caplog.records
+        hook["on_post_page"](rendered + doctest, page=page)
+        hook["on_page_markdown"]("a\n<!-- mtrl:no-such-table -->\nb", page=page)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3, messages
+    assert "Sphinx role" in messages[0] and "doctest" in messages[1]
+    assert "unknown generated block 'no-such-table'" in messages[2]

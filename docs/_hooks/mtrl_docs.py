@@ -215,7 +215,7 @@ def protocols(_: str | None) -> str:
     columns = [(p, b) for p in PROTOCOLS.values() for b in SUITE_TASKS]
     values = {(p.name, b): p.values(n) for p in PROTOCOLS.values() for b, n in SUITE_TASKS.items()}
     keys = list(next(iter(values.values())))
-    rows = [(_code(k), *(_code(values[p.name, b][k]) for p, b in columns)) for k in keys]
+    rows = [(_code(k), *(_code(json.dumps(values[p.name, b][k])) for p, b in columns)) for k in keys]
     rows.append(("reported", *(f"**{p.statistic}** success" for p, _ in columns)))
     header = ["config key", *(f"`{p.name}` {b.upper()}" for p, b in columns)]
     sources = "\n".join(f"- `{p.name}`: {p.source}" for p in PROTOCOLS.values())

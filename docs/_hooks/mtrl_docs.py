@@ -63,20 +63,31 @@ def _summary(doc: str | None) -> str:
     return _cell(inspect.cleandoc(doc or "").split("\n\n")[0])
 
 
+def _value(value: Any) -> str:
+    """A value as it is written in YAML or a ``KEY=VALUE`` override (null and false, not None
+    and False)."""
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+def _literal(text: str) -> str:
+    """A default as ``describe_options`` gives it (its repr), written as in YAML."""
+    try:
+        return _value(ast.literal_eval(text))
+    except (ValueError, SyntaxError):
+        return text
+
+
 def _options(spec: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     """A method's options as ``name=default``: doc, one per line of the cell."""
     items = [
-        f"{_code(f'{k}={o.default!r}')}: {_cell(o.doc)}" for k, o in spec.items() if k not in skip
+        f"{_code(f'{k}={_value(o.default)}')}: {_cell(o.doc)}"
+        for k, o in spec.items()
+        if k not in skip
     ]
     return "<br>".join(items) if items else "none"
-
-
-def _yaml(default: str) -> str:
-    """A default as it is written in YAML or a ``KEY=VALUE`` override (null, not None)."""
-    try:
-        return json.dumps(ast.literal_eval(default))
-    except (ValueError, SyntaxError, TypeError):
-        return default
 
 
 # -------------------------------------------------------------------------- generators
@@ -92,7 +103,7 @@ def config_keys(_: str | None) -> str:
     out: list[str] = []
     for section in fields(Config):
         rows = [
-            (_code(key), _code(types[key]), _code(_yaml(default)), _cell(text))
+            (_code(key), _code(types[key]), _code(_literal(default)), _cell(text))
             for key, default, text in describe_options()
             if key.startswith(section.name + ".")
         ]
@@ -215,7 +226,7 @@ def protocols(_: str | None) -> str:
     columns = [(p, b) for p in PROTOCOLS.values() for b in SUITE_TASKS]
     values = {(p.name, b): p.values(n) for p in PROTOCOLS.values() for b, n in SUITE_TASKS.items()}
     keys = list(next(iter(values.values())))
-    rows = [(_code(k), *(_code(json.dumps(values[p.name, b][k])) for p, b in columns)) for k in keys]
+    rows = [(_code(k), *(_code(_value(values[p.name, b][k])) for p, b in columns)) for k in keys]
     rows.append(("reported", *(f"**{p.statistic}** success" for p, _ in columns)))
     header = ["config key", *(f"`{p.name}` {b.upper()}" for p, b in columns)]
     sources = "\n".join(f"- `{p.name}`: {p.source}" for p in PROTOCOLS.values())

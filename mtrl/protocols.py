@@ -17,9 +17,10 @@ setting, so a result is only comparable with a paper run under that paper's prot
     gradient-norm clipping at 1.0 on actor and critic; the reported number is the final success.
 
 Both run here on Meta-World v3 with horizon 500 and the v2 (shaped) reward. The mtrl family ran
-the older V1 envs (horizon 150, V1 reward, normalised); the README says what that means for
-comparisons. A protocol's values sit below the preset and the command line in the config layers:
-any of them can still be changed, and :func:`deviations` lists what was.
+the older V1 envs (horizon 150, V1 reward, normalised); the documentation's "Protocols and
+published numbers" page says what that means for comparisons. A protocol's values sit below the
+preset and the command line in the config layers: any of them can still be changed, and
+:func:`deviations` lists what was.
 """
 
 from __future__ import annotations

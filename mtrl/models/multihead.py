@@ -9,7 +9,7 @@ from mtrl.models._base import MLP, Dims, Model, TaskHeads, with_action
 
 
 class MultiHeadModel(Model):
-    """The trunk of :class:`~mtrl.models.mlp.MLPModel`; the output layer is one linear head per
+    """The trunk of [MLPModel][mtrl.models.mlp.MLPModel]; the output layer is one linear head per
     task, chosen by the one-hot (the heads are task-specific parameters)."""
 
     name = "multihead"

@@ -221,10 +221,11 @@ def presets(_: str | None) -> str:
 
 def protocols(_: str | None) -> str:
     """The config values each paper protocol sets, on MT10 and MT50."""
-    from mtrl.protocols import PROTOCOLS, SUITE_TASKS
+    from mtrl.protocols import PROTOCOLS
 
-    columns = [(p, b) for p in PROTOCOLS.values() for b in SUITE_TASKS]
-    values = {(p.name, b): p.values(n) for p in PROTOCOLS.values() for b, n in SUITE_TASKS.items()}
+    suites = {"mt10": 10, "mt50": 50}  # the published suites; a task set of K tasks: values(K)
+    columns = [(p, b) for p in PROTOCOLS.values() for b in suites]
+    values = {(p.name, b): p.values(n) for p in PROTOCOLS.values() for b, n in suites.items()}
     keys = list(next(iter(values.values())))
     rows = [(_code(k), *(_code(_value(values[p.name, b][k])) for p, b in columns)) for k in keys]
     rows.append(("reported", *(f"**{p.statistic}** success" for p, _ in columns)))

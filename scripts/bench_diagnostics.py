@@ -55,7 +55,7 @@ def main() -> None:
             for _ in range(rounds + 1):  # the first round warms up
                 for every, agent in agents.items():
                     times[every].append(
-                        timed(lambda a=agent: [a.update(batch) for _ in range(burst)], cpu) / burst
+                        timed(lambda a=agent, b=batch: [a.update(b) for _ in range(burst)], cpu) / burst
                     )
             plain, diagnostic = (statistics.median(times[e][1:]) for e in (0, 1))
             ratio = diagnostic / plain

@@ -54,9 +54,9 @@ def main() -> None:
             times: dict[int, list[float]] = {0: [], 1: []}
             for _ in range(rounds + 1):  # the first round warms up
                 for every, agent in agents.items():
-                    times[every].append(
-                        timed(lambda a=agent, b=batch: [a.update(b) for _ in range(burst)], cpu) / burst
-                    )
+                    updates = [agent.update] * burst
+                    times[every].append(timed(lambda u=updates, b=batch: [f(b) for f in u], cpu))
+            times = {every: [t / burst for t in ts] for every, ts in times.items()}
             plain, diagnostic = (statistics.median(times[e][1:]) for e in (0, 1))
             ratio = diagnostic / plain
             results[f"{name} {method}"] = {

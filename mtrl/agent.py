@@ -1,11 +1,12 @@
 """Multi-task SAC: task-conditioned actor, twin critic, learned temperatures (per task or one).
 
 Every loss is computed per task: given a ``[K, n, ...]`` batch it returns a ``[K]`` vector (each
-task's mean over its drawn transitions, :func:`mtrl.replay.task_means`), and given one task's
-``[n, ...]`` slice (inside a vmap) a scalar. :meth:`MTSAC._descend` is the one place where the K
-losses of a component become a gradient step: either the gradient of the mean over the batch
-(plain MT-SAC; the mean of the K losses for a balanced batch, each weighted by its task's share of
-a uniform one), or the K per-task gradients from one vectorised pass, combined by a
+task's mean over its drawn transitions, [task_means][mtrl.replay.task_means]), and given one
+task's ``[n, ...]`` slice (inside a vmap) a scalar. [MTSAC._descend][mtrl.agent.MTSAC._descend]
+is the one place where the K losses of a component become a gradient step: either the gradient
+of the mean over the batch (plain MT-SAC; the mean of the K losses for a balanced batch, each
+weighted by its task's share of a uniform one), or the K per-task gradients from one vectorised
+pass, combined by a
 gradient-surgery method (:mod:`mtrl.surgery`). A loss balancer (:mod:`mtrl.balancers`) weights
 the K losses first (on the surgery path: the K gradient rows).
 
@@ -312,9 +313,9 @@ class MTSAC:
         """One SAC step on a ``[K, n, ...]`` batch: critic, actor, temperature, targets.
 
         Returns per-task metrics as device tensors (no host sync here). With ``cuda_graph`` the
-        step is replayed from a CUDA graph, except the updates that compute surgery diagnostics
-        (every ``surgery.diagnostics_every``), which run eagerly: the same computation plus the
-        statistics.
+        step is replayed from a CUDA graph, except the updates that compute the gradient
+        diagnostics (every ``surgery.diagnostics_every``), which run eagerly: the same
+        computation plus the statistics.
         """
         if self._graphed is not None and not self._diagnostics_due():
             metrics = self._graphed(batch)
@@ -354,14 +355,14 @@ class MTSAC:
             "alpha": self.temperature.log_alpha.detach().exp(),
             "entropy": -task_means(log_prob, batch.weight),
             "q_target": task_means(target, batch.weight),
-            **self._diagnostics,  # clipping norms, balancer weights, due surgery statistics
+            **self._diagnostics,  # clipping norms, balancer weights, due gradient diagnostics
         }
         self._diagnostics = {}
         return metrics
 
     def _diagnostics_due(self) -> bool:
         every = self.surgery_config.diagnostics_every
-        return bool(self.surgeries) and every > 0 and (self.updates + 1) % every == 0
+        return every > 0 and (self.updates + 1) % every == 0
 
     def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
         """Turn a component's K per-task losses into one optimizer step; returns the losses.
@@ -371,11 +372,15 @@ class MTSAC:
         surgery method, the task-specific block keeps each task's own gradient (scaled 1/K like
         the mean, which is what the plain path gives it too). A balancer weights the losses
         (plain path) or the gradient rows (surgery path) first, and adapts after the step.
+        On the updates that compute diagnostics (:meth:`_probe`), the plain path computes the
+        per-task gradients as well, beside (not instead of) its own backward pass.
         """
         params = component.params
         method = self.surgeries.get(component.name)
         balancer = self.balancers.get(component.name)
+        diagnose = self._diagnostics_due() and component.shared_numel > 0
         observed: dict[str, torch.Tensor] = {}
+        rows = None
         if method is None:
             losses = component.loss(params, inputs)
             objective = (losses * inputs.weight.sum(-1)).sum()  # the mean over the batch
@@ -387,32 +392,63 @@ class MTSAC:
             grads = torch.autograd.grad(objective, list(params.values()))
             for param, grad in zip(params.values(), grads, strict=True):
                 param.grad = grad
+            if diagnose:
+                rows, _ = surgery_lib.per_task_grads(
+                    component.loss, params, inputs, randomness="error"
+                )
         else:
-            grads, losses = surgery_lib.per_task_grads(
+            rows, losses = surgery_lib.per_task_grads(
                 component.loss, params, inputs, randomness="error"
             )
+            weighted = rows
             if balancer is not None:
                 weights = self._balancer_weights(component, balancer, losses)
                 if "grad_norms" in balancer.needs:
-                    observed["grad_norms"] = self._layer_norms_of_rows(component, grads)
-                grads.mul_(weights[:, None])
-            shared = grads[:, : component.shared_numel]
-            combined = method(shared)
-            update = torch.cat([combined, grads[:, component.shared_numel :].mean(0)])
+                    observed["grad_norms"] = self._layer_norms_of_rows(component, rows)
+                weighted = rows * weights[:, None]
+            combined = method(weighted[:, : component.shared_numel])
+            update = torch.cat([combined, weighted[:, component.shared_numel :].mean(0)])
             surgery_lib.assign_grads(params, update)
-            if self._diagnostics_due():
-                stats = surgery_lib.gram_diagnostics(shared, combined)
-                self._diagnostics.update(
-                    {f"surgery/{component.name}/{key}": value for key, value in stats.items()}
-                )
+        probe = self._probe(component, rows, losses.detach()) if diagnose else None
         self._clip(component)
         component.optimizer.step()
+        if probe is not None:
+            self._record_curvature(component, inputs, *probe)
         if balancer is not None:
             if "losses_after" in balancer.needs:  # the same batch, after the step (FAMO)
                 with torch.no_grad():
                     observed["losses_after"] = component.loss(params, inputs)
             balancer.update(losses.detach(), **observed)
         return losses.detach()
+
+    def _probe(
+        self, component: Component, rows: torch.Tensor, losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Record the tragic-triad statistics of this update (``diag/<component>/...``): those
+        of :func:`mtrl.surgery.gram_diagnostics` on the tasks' own gradients of the shared
+        parameters (before any balancer weight), and the norm of the update written into
+        ``.grad`` relative to their mean. Returns what the curvature needs after the step:
+        θ_t, L(θ_t) (the mean of the K losses) and ∇L(θ_t) (the mean of the rows)."""
+        shared = component.shared_numel
+        update = torch.cat([p.grad.reshape(-1) for p in component.params.values()])[:shared]
+        stats = surgery_lib.gram_diagnostics(rows[:, :shared], update)
+        self._diagnostics.update({f"diag/{component.name}/{k}": v for k, v in stats.items()})
+        return _flat(component.params), losses.mean(), rows.mean(0)
+
+    def _record_curvature(
+        self,
+        component: Component,
+        inputs: Any,
+        theta: torch.Tensor,
+        loss: torch.Tensor,
+        grad: torch.Tensor,
+    ) -> None:
+        """H of the step just taken, from one more evaluation of the same losses on the same
+        batch (targets, noise and temperatures fixed in ``inputs``): nothing random is drawn."""
+        with torch.no_grad():
+            loss_after = component.loss(component.params, inputs).mean()
+        stats = surgery_lib.step_curvature(loss, loss_after, grad, _flat(component.params) - theta)
+        self._diagnostics.update({f"diag/{component.name}/{k}": v for k, v in stats.items()})
 
     def _clip(self, component: Component) -> None:
         """Clip the global norm of the update that reaches the optimizer (after surgery), for
@@ -455,6 +491,10 @@ class MTSAC:
             self.critic_target.parameters(), self.critic.parameters(), strict=True
         ):
             target.lerp_(online, self.config.tau)
+
+
+def _flat(params: Params) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params.values()])
 
 
 def last_shared_layers(critic: nn.Module) -> list[str]:

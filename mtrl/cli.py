@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -167,10 +168,12 @@ _FLAG_KEYS = {
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The dedicated flags as overrides; a text flag is taken literally (JSON-quoted, hence
+    a YAML string), so that e.g. ``--benchmark "mt50: reach-v3, push-v3"`` is not a mapping."""
     return [
-        f"{key}={getattr(args, name)}"
+        f"{key}={json.dumps(value) if isinstance(value, str) else value}"
         for name, key in _FLAG_KEYS.items()
-        if getattr(args, name) is not None
+        if (value := getattr(args, name)) is not None
     ]
 
 

@@ -52,7 +52,11 @@ def option_factory(factory: Callable[[], Any], help: str) -> Any:
 @dataclass
 class EnvConfig:
     benchmark: str = option(
-        "mt10", "mt10, mt50 or mt1:<env-name> (one Meta-World task, to debug); case-insensitive"
+        "mt10",
+        "mt10, mt25, mt50, a task set mt50:<task>,<task>,... (e.g. "
+        "mt50:reach-v3,button-press-topdown-v3: those MT50 tasks, each built as mt1:<task> is, "
+        "the one-hot in the order given), or mt1:<env-name> (one task, to debug); "
+        "case-insensitive",
     )
     goal_mode: str = option(
         "random",
@@ -171,7 +175,12 @@ class SurgeryConfig:
         "the losses whose per-task gradients go through surgery (critic, actor, alpha)",
     )
     diagnostics_every: int = option(
-        100, "log gradient-conflict statistics from the Gram matrix every N updates; 0: never"
+        100,
+        "every N updates, log the gradient diagnostics of the critic and the actor, with or "
+        "without surgery: per task pair cos, magnitude similarity and xi, the shares of "
+        "conflicting pairs meeting the PCGrad paper's conditions, and the curvature of the step "
+        "(diag/<component>/...; the plain path computes per-task gradients on these updates "
+        "only, and training is unchanged); 0: never",
     )
 
 
@@ -435,8 +444,10 @@ def _merge_layers(config: DictConfig, layers: list[tuple[DictConfig, str]]) -> D
 
 
 def canonical_benchmark(name: str) -> str:
-    """Benchmark names are case-insensitive: one spelling is chosen before anything is stored."""
-    return name.strip().lower()
+    """Benchmark names are case-insensitive and a task set's names may be spaced out
+    (``MT50: reach-v3, push-v3``): one spelling is chosen before anything is stored."""
+    prefix, colon, rest = name.strip().lower().partition(":")
+    return prefix.strip() + colon + ",".join(part.strip() for part in rest.split(",") if colon)
 
 
 def to_yaml(config: Config) -> str:

@@ -11,14 +11,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import metaworld
-from metaworld.env_dict import ALL_V3_ENVIRONMENTS, MT10_V3, MT50_V3
+from metaworld.env_dict import ALL_V3_ENVIRONMENTS, MT10_V3, MT25_V3, MT50_V3
 
-from mtrl.config import EnvConfig
+from mtrl.config import canonical_benchmark
 
-_SUITES = {"mt10": tuple(MT10_V3), "mt50": tuple(MT50_V3)}
+if TYPE_CHECKING:
+    from mtrl.config import EnvConfig
+
+_SUITES = {"mt10": tuple(MT10_V3), "mt25": tuple(MT25_V3), "mt50": tuple(MT50_V3)}
+TASK_SET_PREFIX = "mt50:"
+"""A task set names MT50 tasks (every v3 task of MT10 and MT25 is one of them)."""
 
 
 @dataclass(frozen=True)
@@ -34,21 +40,51 @@ class Benchmark:
 
 
 def benchmark_choices() -> str:
-    return "mt10, mt50, mt1:<env-name> (e.g. mt1:reach-v3)"
+    return (
+        "mt10, mt25, mt50, a task set mt50:<task>,<task>,... (e.g. "
+        "mt50:reach-v3,button-press-topdown-v3) or mt1:<env-name> (e.g. mt1:reach-v3)"
+    )
 
 
 def parse_benchmark(name: str) -> Benchmark:
-    """Validate a benchmark name; raises ValueError that lists what is allowed."""
-    key = name.strip().lower()
+    """Validate a benchmark name; raises ValueError (one line) that says what is allowed.
+
+    ``mt50:<task>,<task>,...`` is a task set: those MT50 tasks, in that order (the one-hot has
+    one entry per listed task). Each task is built as ``mt1:<task>`` is, hence with the same 50
+    goals for the same seed (as Meta-World's own ``Meta-World/custom-mt-envs`` does: the goals
+    of a task in a whole suite depend on every task before it, and drawing them costs about a
+    minute for MT50).
+    """
+    key = canonical_benchmark(name)
     if key in _SUITES:
         return Benchmark(key, _SUITES[key])
-    if key.startswith("mt1:"):
-        env_name = key.removeprefix("mt1:")
-        if env_name not in ALL_V3_ENVIRONMENTS:
+    prefix, colon, rest = key.partition(":")
+    if colon and prefix == "mt1":
+        if rest not in ALL_V3_ENVIRONMENTS:
             names = ", ".join(sorted(ALL_V3_ENVIRONMENTS))
-            raise ValueError(f"unknown Meta-World env '{env_name}'; v3 envs: {names}")
-        return Benchmark(key, (env_name,))
+            raise ValueError(f"unknown Meta-World env '{rest}'; v3 envs: {names}")
+        return Benchmark(key, (rest,))
+    if colon and prefix + colon == TASK_SET_PREFIX:
+        return Benchmark(key, _task_set(rest.split(",")))
     raise ValueError(f"unknown benchmark '{name}'; allowed: {benchmark_choices()}")
+
+
+def _task_set(names: list[str]) -> tuple[str, ...]:
+    if "" in names:
+        raise ValueError(
+            f"a task set lists its tasks after '{TASK_SET_PREFIX}', comma-separated, none empty "
+            f"(e.g. {TASK_SET_PREFIX}reach-v3,push-v3); got '{TASK_SET_PREFIX}{','.join(names)}'"
+        )
+    unknown = [n for n in names if n not in _SUITES["mt50"]]
+    if unknown:
+        raise ValueError(
+            f"unknown MT50 task(s) {', '.join(repr(n) for n in unknown)}; "
+            f"MT50 tasks: {', '.join(_SUITES['mt50'])}"
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"task(s) listed more than once: {', '.join(repeated)}")
+    return tuple(names)
 
 
 def make_envs(
@@ -110,15 +146,15 @@ def _build(benchmark: Benchmark, config: EnvConfig, kwargs: dict) -> gym.vector.
             vector_strategy=config.vector_strategy,
             **kwargs,
         )
-    else:
-        # mt1: Meta-World's single-task builder; the one-hot has one entry so that observations
-        # keep the same layout (state, then one-hot) as in MT10/MT50.
-        make_one = partial(
-            metaworld.make_mt_envs, benchmark.task_names[0], env_id=0, num_tasks=1, **kwargs
+    # Task sets and mt1: Meta-World's single-task builder per task, the one-hot sized by the
+    # number of tasks, so that observations keep the layout (state, then one-hot) of MT10/MT50.
+    env_fns = [
+        partial(
+            metaworld.make_mt_envs, name, env_id=env_id, num_tasks=benchmark.num_tasks, **kwargs
         )
-        vector_cls = (
-            gym.vector.AsyncVectorEnv
-            if config.vector_strategy == "async"
-            else gym.vector.SyncVectorEnv
-        )
-        return vector_cls([make_one], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        for env_id, name in enumerate(benchmark.task_names)
+    ]
+    vector_cls = (
+        gym.vector.AsyncVectorEnv if config.vector_strategy == "async" else gym.vector.SyncVectorEnv
+    )
+    return vector_cls(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

@@ -26,9 +26,11 @@ table (the model, the surgery method, one or per-task temperatures) is set by th
     the reported number is the final success.
 
 Both run here on Meta-World v3 with horizon 500 and the v2 (shaped) reward. The mtrl family ran
-the older V1 envs (horizon 150, V1 reward, normalised); :data:`mtrl.published.CAVEATS` lists
-what cannot be reproduced. A protocol's values sit below the preset and the command line in the
-config layers: any of them can still be changed, and :func:`deviations` lists what was.
+the older V1 envs (horizon 150, V1 reward, normalised); the documentation's "Protocols and
+published numbers" page says what that means for comparisons and
+[CAVEATS][mtrl.published.CAVEATS] lists what cannot be reproduced. A protocol's values sit below
+the preset and the command line in the config layers: any of them can still be changed, and
+[deviations][mtrl.protocols.deviations] lists what was.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 NONE = "none"
-SUITE_TASKS = {"mt10": 10, "mt50": 50}
-"""The benchmarks the protocols are defined for, with their number of tasks."""
 
 
 @dataclass(frozen=True)
@@ -171,12 +171,16 @@ def values(name: str, benchmark: str) -> dict[str, Any]:
     if name == NONE:
         return {}
     protocol = get(name)
-    if benchmark not in SUITE_TASKS:
+    # Imported here: mtrl.envs imports Meta-World and mtrl.config, which imports this module.
+    from mtrl.envs import parse_benchmark
+
+    parsed = parse_benchmark(benchmark)
+    if parsed.name.startswith("mt1:"):
         raise ValueError(
-            f"protocol '{name}' is defined for {' and '.join(SUITE_TASKS)}, not '{benchmark}'; "
-            f"use train.protocol={NONE} for other benchmarks"
+            f"protocol '{name}' is defined for the suites (mt10, mt25, mt50) and task sets of "
+            f"them, not '{benchmark}'; use train.protocol={NONE} for mt1"
         )
-    return protocol.values(SUITE_TASKS[benchmark])
+    return protocol.values(parsed.num_tasks)
 
 
 def deviations(name: str, benchmark: str, flat_config: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,10 @@ and the preset that is the paper's setting, taken from the command that produced
 rows of one table can differ: CARE's Multi-task SAC learns one temperature per task, CAGrad's
 runs one for all); a run whose result-relevant settings differ from that preset's (network
 sizes, learning rates, temperatures, model options, the components surgery or a balancer acts
-on, ...) gets no number either (:func:`paper_number`; :func:`reference_setting` says which
-settings differ). What no setting reproduces is listed in :data:`CAVEATS`, which mtrl-report
-prints beside the numbers.
+on, ...) gets no number either ([paper_number][mtrl.published.paper_number];
+[reference_setting][mtrl.published.reference_setting] says which settings differ). What no
+setting reproduces is listed in [CAVEATS][mtrl.published.CAVEATS], which mtrl-report prints
+beside the numbers.
 """
 
 from __future__ import annotations

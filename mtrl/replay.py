@@ -35,7 +35,7 @@ class Batch(NamedTuple):
     weight: torch.Tensor
     """Each slot's weight in the mean over the batch: 1/B for a drawn transition, 0 for a padding
     slot. A task's loss is the weighted mean over its row, the batch loss the weighted sum of all
-    slots (see :func:`task_means`); a balanced batch has 1/(K n) everywhere."""
+    slots (see [task_means][mtrl.replay.task_means]); a balanced batch has 1/(K n) everywhere."""
 
 
 def task_means(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -114,10 +114,10 @@ class MultiTaskReplay:
         """``total`` transitions drawn uniformly with replacement from all stored transitions.
 
         The number of draws of each task is multinomial (``total`` draws, probability 1/K each);
-        row k holds :func:`uniform_slots` independent uniform draws from task k, of which the
-        first ``count_k`` carry weight 1/``total``. Shapes are fixed and nothing waits for the
-        device. A task drawn more often than the slots (probability below 1e-12 per batch) keeps
-        only that many draws.
+        row k holds [uniform_slots][mtrl.replay.uniform_slots] independent uniform draws from
+        task k, of which the first ``count_k`` carry weight 1/``total``. Shapes are fixed and
+        nothing waits for the device. A task drawn more often than the slots (probability below
+        1e-12 per batch) keeps only that many draws.
         """
         slots = uniform_slots(total, self.num_tasks)
         tasks = torch.randint(
@@ -150,14 +150,15 @@ class MultiTaskReplay:
 
 OVERFLOW_PROBABILITY = 1e-12
 """At most this probability per batch that some task is drawn more often than the slots of
-:func:`uniform_slots` (over a 2M-update run: about 2e-6)."""
+[uniform_slots][mtrl.replay.uniform_slots] (over a 2M-update run: about 2e-6)."""
 
 
 @functools.cache
 def uniform_slots(total: int, num_tasks: int) -> int:
     """Slots per task for a uniform batch: the smallest n with P(some task drawn more than n
-    times) <= :data:`OVERFLOW_PROBABILITY`, by the union bound over the tasks on the binomial
-    tail Bin(total, 1/K); 213 for 1280 draws over 10 tasks, 71 over 50."""
+    times) <= [OVERFLOW_PROBABILITY][mtrl.replay.OVERFLOW_PROBABILITY], by the union bound over
+    the tasks on the binomial tail Bin(total, 1/K); 213 for 1280 draws over 10 tasks, 71 over
+    50."""
     if num_tasks == 1:
         return total
     p = 1.0 / num_tasks

@@ -10,6 +10,15 @@ that a table row always means "the same experiment, several seeds". A paper's pu
 (:mod:`mtrl.published`) is shown beside a row only when its runs follow that paper's protocol
 without deviations and use the paper's method.
 
+The statistics (:mod:`mtrl.stats`, through ``rliable``) treat the success rate of one task in one
+run as a **score**: a row's scores are a ``[seeds, tasks]`` matrix, taken at the final evaluation
+(**final**) or at each run's best evaluation (**best**: the evaluation with the highest success
+averaged over tasks, the earliest of equals; what the mtrl-family papers report). Each row shows
+the mean and the interquartile mean (IQM) of its scores with 95% stratified-bootstrap intervals,
+and the probability of improvement over its **baseline**: the row of the same protocol with no
+surgery and no loss balancer and otherwise the same config (the same model, network, budget,
+...), or the row that ``--baseline`` names.
+
 Only finished runs (a final evaluation line) enter tables and plots; the others are listed with
 the reason. Problems with single runs are reported and the rest is still reported.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -31,10 +41,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mtrl import stats
 from mtrl.config import RUN_ONLY_KEYS, flatten
 from mtrl.logger import METRICS_FILE, read_metrics
 from mtrl.published import Published, caveats, method_key, paper_number, reference_setting
 from mtrl.rundir import CONFIG_FILE, META_FILE
+from mtrl.stats import Estimate
 
 PROTOCOL_KEYS = ("name", "benchmark", "goal_mode", "max_episode_steps", "reward_version")
 """What makes success rates comparable (mtrl.rundir records it in meta.json): runs that differ in
@@ -42,52 +54,8 @@ one of these are never pooled."""
 SUCCESS = "eval/success"
 TASK_PREFIX = "eval/success/"
 PROG = "mtrl-report"
-
-# Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30 (standard table values).
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-# --------------------------------------------------------------------------- statistics
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (95% two-sided CI)."""
-    if df < 1:
-        raise ValueError("a confidence interval needs at least two values")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964  # Cornish-Fisher expansion around the normal quantile; < 1e-3 off for df > 30
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def standard_error(values: Sequence[float]) -> float:
-    """Sample standard deviation over sqrt(n); NaN for fewer than two values."""
-    if len(values) < 2:
-        return math.nan
-    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
-
-
-def interquartile_mean(values: Sequence[float]) -> float:
-    """Mean of the middle 50%: drop floor(n/4) values at each end (the mean when n < 4)."""
-    ordered = np.sort(np.asarray(values, dtype=float))
-    cut = len(ordered) // 4
-    return float(ordered[cut : len(ordered) - cut].mean())
-
-
-@dataclass
-class Summary:
-    n: int
-    mean: float
-    se: float
-    iqm: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Summary:
-        return cls(
-            len(values), float(np.mean(values)), standard_error(values), interquartile_mean(values)
-        )
+KINDS = ("final", "best")
+"""Which evaluation of each run gives its scores: the last one, or its best one."""
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -111,16 +79,19 @@ class Run:
         return self.evals[-1]
 
     @property
-    def final_success(self) -> float:
-        return float(self.final[SUCCESS])
-
-    @property
-    def max_success(self) -> float:
-        return max(float(e[SUCCESS]) for e in self.evals)
+    def best(self) -> dict[str, Any]:
+        """The evaluation with the highest success averaged over tasks (the earliest of equals)."""
+        return max(self.evals, key=lambda e: float(e[SUCCESS]))
 
     @property
     def tasks(self) -> list[str]:
+        """The tasks in one-hot order (as the evaluation lines list them)."""
         return [k.removeprefix(TASK_PREFIX) for k in self.final if k.startswith(TASK_PREFIX)]
+
+    def scores(self, kind: str, tasks: Sequence[str]) -> list[float]:
+        """Per-task success of the ``final`` or the ``best`` evaluation."""
+        evaluation = self.final if kind == "final" else self.best
+        return [float(evaluation[TASK_PREFIX + t]) for t in tasks]
 
 
 def find_run_dirs(paths: Iterable[Path], notes: list[str]) -> list[Path]:
@@ -206,6 +177,13 @@ def load_run(path: Path, notes: list[str]) -> Run | None:
             f"{total}, no final evaluation)"
         )
         return None
+    if not run.tasks:
+        notes.append(f"{path}: skipped, its evaluations have no per-task success ({TASK_PREFIX}*)")
+        return None
+    for e in run.evals:
+        if any(e.get(TASK_PREFIX + t) is None for t in run.tasks):
+            notes.append(f"{path}: skipped, the evaluation at step {e['step']} lacks tasks")
+            return None
     return run
 
 
@@ -235,13 +213,23 @@ def protocol_label(key: ProtocolKey) -> str:
     )
 
 
+SLUG_MAX = 80
+
+
 def protocol_slug(key: ProtocolKey) -> str:
+    """A file-name part for the protocol: letters, digits, ``._-`` only; a long one (a task-subset
+    benchmark such as ``mt50:reach-v3,button-press-topdown-v3,...``) is cut and ends in a hash of
+    the full text, so that two protocols never share a file."""
     p = dict(key)
     raw = (
         f"{p['benchmark']}-{p['name']}-{p['goal_mode']}-h{p['max_episode_steps']}-"
         f"{p['reward_version']}"
     )
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in raw)
+    slug = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in raw)
+    if len(slug) > SLUG_MAX:
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
+        slug = f"{slug[: SLUG_MAX - 11]}-{digest}"
+    return slug
 
 
 MethodId = tuple[str, str, str]
@@ -256,6 +244,8 @@ class Row:
     method: MethodId
     variant: str
     runs: list[Run] = field(default_factory=list)
+    stats: RowStats | None = field(default=None, repr=False, compare=False)
+    """Filled in by :func:`summarize`."""
 
     @property
     def label(self) -> str:
@@ -282,11 +272,22 @@ class Row:
     def seeds(self) -> list[int]:
         return sorted(r.seed for r in self.runs)
 
-    def final(self) -> Summary:
-        return Summary.of([r.final_success for r in self.runs])
+    @property
+    def tasks(self) -> list[str]:
+        return self.runs[0].tasks
 
-    def best(self) -> Summary:
-        return Summary.of([r.max_success for r in self.runs])
+    def scores(self, kind: str, tasks: Sequence[str] | None = None) -> np.ndarray:
+        """The ``[seeds, tasks]`` score matrix of the ``final`` or ``best`` evaluations."""
+        return np.array([r.scores(kind, tasks or self.tasks) for r in self.runs])
+
+    def setting(self) -> dict[str, str]:
+        """The result-relevant config besides the method: what a row and its baseline share."""
+        config = self.runs[0].config
+        return {k: json.dumps(v, sort_keys=True) for k, v in config.items() if _result_key(k)}
+
+    def is_plain(self) -> bool:
+        """No surgery and no loss balancer."""
+        return self.method[1:] == ("none", "none")
 
 
 def group_runs(runs: list[Run], notes: list[str]) -> dict[ProtocolKey, list[Row]]:
@@ -318,16 +319,23 @@ def group_runs(runs: list[Run], notes: list[str]) -> dict[ProtocolKey, list[Row]
     return dict(grouped)
 
 
+def _result_key(key: str) -> bool:
+    """A config key that can change a result and is neither the seed, the protocol (grouped on
+    already) nor the method (model, surgery, balancer: a row's identity)."""
+    return (
+        key not in RUN_ONLY_KEYS
+        and key not in {f"env.{k}" for k in PROTOCOL_KEYS}
+        and not key.startswith(("surgery.", "balancer.", "checkpoint.", "logger."))
+        and key not in ("agent.model", "agent.multi_head")
+    )
+
+
 def _differing_keys(runs: list[Run]) -> list[str]:
     keys = sorted(set().union(*(r.config for r in runs)))
-    ignored = RUN_ONLY_KEYS | {f"env.{k}" for k in PROTOCOL_KEYS}
     return [
         k
         for k in keys
-        if k not in ignored
-        and not k.startswith(("surgery.", "balancer.", "checkpoint.", "logger."))
-        and k not in ("agent.model", "agent.multi_head")
-        and len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1
+        if _result_key(k) and len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1
     ]
 
 
@@ -348,23 +356,85 @@ def _one_run_per_seed(row: Row, notes: list[str]) -> list[Run]:
     return kept
 
 
+# --------------------------------------------------------------------------- statistics
+@dataclass
+class RowStats:
+    """A row's statistics (:mod:`mtrl.stats`) for the report's bootstrap settings."""
+
+    aggregates: dict[str, dict[str, Estimate]]
+    """``final``/``best`` -> ``mean``/``iqm`` of the row's score matrix."""
+    baseline: Row | None
+    """The row this one is compared with; the row itself when it is the baseline."""
+    improvement: dict[str, Estimate]
+    """``final``/``best`` -> P(this row > baseline); empty without another row as baseline."""
+
+
+def find_baseline(row: Row, rows: list[Row], label: str | None = None) -> Row | None:
+    """The row of ``rows`` (one protocol) that ``row`` is compared with: the one labelled
+    ``label`` when given, else the row without surgery and balancer whose model and
+    result-relevant config are those of ``row``. ``None`` when there is no such row."""
+    if label is not None:
+        found = [r for r in rows if r.label == label]
+    else:
+        setting = row.setting()
+        found = [
+            r
+            for r in rows
+            if r.is_plain() and r.method[0] == row.method[0] and r.setting() == setting
+        ]
+    return found[0] if found else None
+
+
+def summarize(
+    grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int, baseline: str | None = None
+) -> None:
+    """Fill in every row's :class:`RowStats` (each estimate seeded on its own: a row's numbers do
+    not depend on which other rows are in the report)."""
+    for rows in grouped.values():
+        for row in rows:
+            base = find_baseline(row, rows, baseline)
+            improvement = {}
+            if base is not None and base is not row:
+                improvement = {
+                    k: stats.improvement(row.scores(k), base.scores(k, row.tasks), reps, seed)
+                    for k in KINDS
+                }
+            row.stats = RowStats(
+                {k: stats.aggregates(row.scores(k), reps, seed) for k in KINDS}, base, improvement
+            )
+
+
+def learning_curve(row: Row, reps: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The evaluation steps that all the row's seeds share, and the mean and IQM of the success
+    scores (seeds x tasks) at each, ``[3, steps]`` (value, low, high) with 95% intervals."""
+    by_step = [{int(e["step"]): e for e in run.evals} for run in row.runs]
+    steps = sorted(set.intersection(*(set(s) for s in by_step)))
+    scores = np.array(
+        [[[float(s[step][TASK_PREFIX + t]) for step in steps] for t in row.tasks] for s in by_step]
+    )
+    return np.array(steps), stats.curve_bands(scores, reps, seed)
+
+
 # --------------------------------------------------------------------------- tables
+ROW_COLUMNS = ["protocol", *PROTOCOL_KEYS[1:], "model", "method", "balancer", "variant"]
+BOUNDS = ("", "_low", "_high")
+"""Column suffixes of an estimate: the value and its 95% interval."""
+
+
+def _bounded(*prefixes: str) -> list[str]:
+    return [f"{p}{s}" for p in prefixes for s in BOUNDS]
+
+
 CSV_COLUMNS = [
-    "protocol",
-    *PROTOCOL_KEYS[1:],
-    "model",
-    "method",
-    "balancer",
-    "variant",
+    *ROW_COLUMNS,
     "deviations",
     "n_seeds",
     "seeds",
-    "final_mean",
-    "final_se",
-    "final_iqm",
-    "max_mean",
-    "max_se",
-    "max_iqm",
+    *_bounded(*(f"{k}_{a}" for k in KINDS for a in ("mean", "iqm"))),
+    "baseline",
+    *_bounded(*(f"p_improvement_{k}" for k in KINDS)),
+    "bootstrap_reps",
+    "bootstrap_seed",
     "reported_statistic",
     "published_mean",
     "published_se",
@@ -376,8 +446,14 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def _mean_se(s: Summary) -> str:
-    return f"{_pct(s.mean)} ± {_pct(s.se)}" if s.n > 1 else f"{_pct(s.mean)} (1 seed)"
+def _cell(estimate: Estimate | None, scale: float = 100.0, digits: int = 1) -> str:
+    """``45.0 [38.2, 51.0]``; the value alone without an interval; ``—`` without an estimate."""
+    if estimate is None:
+        return "—"
+    value, low, high = (
+        f"{scale * v:.{digits}f}" for v in (estimate.value, estimate.low, estimate.high)
+    )
+    return f"{value} [{low}, {high}]" if estimate.has_interval else value
 
 
 def _published(row: Row) -> str:
@@ -388,18 +464,53 @@ def _published(row: Row) -> str:
     return f"{_pct(paper.success)}{se} ({paper.label})"
 
 
+def _baseline_cells(row: Row) -> list[str]:
+    """The baseline's label and P(row > baseline) for final and best."""
+    s = row.stats
+    if s.baseline is None:
+        return ["—", "—", "—"]
+    if s.baseline is row:
+        return ["(baseline)", "—", "—"]
+    return [s.baseline.label, *(_cell(s.improvement[k], 1.0, 2) for k in KINDS)]
+
+
 def markdown_table(rows: list[Row]) -> str:
     lines = [
-        "| method | seeds | final success % | final IQM % | max success % | max IQM % | paper % |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | seeds | final mean % | final IQM % | best mean % | best IQM % | baseline "
+        "| P(final > baseline) | P(best > baseline) | paper % |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in rows:
-        final, best = row.final(), row.best()
+        agg = row.stats.aggregates
+        cells = [_cell(agg[k][a]) for k in KINDS for a in ("mean", "iqm")]
         lines.append(
-            f"| {row.label} | {final.n} | {_mean_se(final)} | {_pct(final.iqm)} | "
-            f"{_mean_se(best)} | {_pct(best.iqm)} | {_published(row)} |"
+            f"| {row.label} | {len(row.runs)} | {' | '.join(cells)} | "
+            f"{' | '.join(_baseline_cells(row))} | {_published(row)} |"
         )
     return "\n".join(lines)
+
+
+def legend(reps: int, seed: int) -> str:
+    """What the table's numbers are."""
+    return (
+        "A **score** is the success rate of one task in one run (seed); a row's scores form a "
+        "seeds x tasks matrix. **final**: each run's final evaluation (`train.final_eval_episodes` "
+        "episodes per task); **best**: each run's best evaluation (the highest success averaged "
+        "over tasks; what the mtrl-family papers report). **mean**: the mean of the scores (the "
+        "mean over seeds of the success averaged over tasks); **IQM**: the interquartile mean of "
+        "all seeds x tasks scores (the middle 50%). Success in percent, with its 95% confidence "
+        "interval in brackets: percentile interval of a stratified bootstrap (seeds resampled with "
+        f"replacement within each task, {reps} replicates, bootstrap seed {seed}; rliable), none "
+        "for one seed. **baseline**: the row without surgery and balancer and otherwise the same "
+        "config (or the row `--baseline` names). **P(X > baseline)**: the probability of "
+        "improvement, i.e. the chance that a seed of this row scores higher than a seed of the "
+        "baseline on a task (ties count half), averaged over tasks, with its 95% interval (seeds "
+        "of both rows resampled); above 0.5 favours this row, an interval that excludes 0.5 is a "
+        "difference the seeds resolve (Agarwal et al., NeurIPS 2021). Protocols are never pooled. "
+        "**paper**: the published number (mean ± s.e.) for this method under this protocol, only "
+        "where the runs follow the protocol without deviations and the paper's preset in every "
+        "setting that changes results (results.csv names the source)."
+    )
 
 
 def statistic_note(key: ProtocolKey, rows: list[Row]) -> str:
@@ -408,10 +519,10 @@ def statistic_note(key: ProtocolKey, rows: list[Row]) -> str:
     statistic = rows[0].runs[0].statistic if rows else None
     if name == "none" or statistic is None:
         return "No paper protocol: no published number applies."
-    column = "max" if statistic == "best" else "final"
+    column = "best" if statistic == "best" else "final"
     text = (
         f"Papers under the {name} protocol report the {statistic} evaluation of each run: "
-        f"compare the **{column}** column with **paper**."
+        f"compare the **{column} mean** with **paper**."
     )
     deviating = [row.label for row in rows if row.deviations]
     if deviating:
@@ -437,70 +548,63 @@ def statistic_note(key: ProtocolKey, rows: list[Row]) -> str:
     return text
 
 
-def csv_rows(grouped: dict[ProtocolKey, list[Row]]) -> list[dict[str, Any]]:
-    out = []
-    for proto, rows in grouped.items():
-        protocol = dict(proto)
-        for row in rows:
-            final, best = row.final(), row.best()
-            paper = row.published()
-            model, method, balancer = row.method
-            out.append(
-                {
-                    "protocol": protocol["name"],
-                    **{k: protocol[k] for k in PROTOCOL_KEYS[1:]},
-                    "model": model,
-                    "method": method,
-                    "balancer": balancer,
-                    "variant": row.variant,
-                    "deviations": json.dumps(row.deviations, sort_keys=True),
-                    "n_seeds": final.n,
-                    "seeds": " ".join(map(str, row.seeds)),
-                    "final_mean": final.mean,
-                    "final_se": "" if math.isnan(final.se) else final.se,
-                    "final_iqm": final.iqm,
-                    "max_mean": best.mean,
-                    "max_se": "" if math.isnan(best.se) else best.se,
-                    "max_iqm": best.iqm,
-                    "reported_statistic": row.runs[0].statistic or "",
-                    "published_mean": "" if paper is None else paper.success,
-                    "published_se": "" if paper is None or paper.stderr is None else paper.stderr,
-                    "published_source": "" if paper is None else paper.source,
-                }
-            )
-    return out
-
-
-def per_task(row: Row) -> dict[str, Summary]:
-    """Final success per task over the row's seeds, tasks in one-hot order."""
-    tasks = row.runs[0].tasks
+def _row_columns(proto: ProtocolKey, row: Row) -> dict[str, Any]:
+    protocol = dict(proto)
+    model, method, balancer = row.method
     return {
-        t: Summary.of(
-            [float(r.final[TASK_PREFIX + t]) for r in row.runs if TASK_PREFIX + t in r.final]
-        )
-        for t in tasks
+        "protocol": protocol["name"],
+        **{k: protocol[k] for k in PROTOCOL_KEYS[1:]},
+        "model": model,
+        "method": method,
+        "balancer": balancer,
+        "variant": row.variant,
     }
 
 
+def _estimate_columns(prefix: str, estimate: Estimate | None) -> dict[str, Any]:
+    """``prefix``, ``prefix_low``, ``prefix_high`` (empty where there is no number)."""
+    values = (math.nan,) * 3 if estimate is None else (estimate.value, estimate.low, estimate.high)
+    return {
+        f"{prefix}{suffix}": "" if math.isnan(v) else v
+        for suffix, v in zip(BOUNDS, values, strict=True)
+    }
+
+
+def csv_rows(grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int) -> list[dict[str, Any]]:
+    out = []
+    for proto, rows in grouped.items():
+        for row in rows:
+            s, paper = row.stats, row.published()
+            record = {
+                **_row_columns(proto, row),
+                "deviations": json.dumps(row.deviations, sort_keys=True),
+                "n_seeds": len(row.runs),
+                "seeds": " ".join(map(str, row.seeds)),
+                "baseline": "" if s.baseline is None else s.baseline.label,
+                "bootstrap_reps": reps,
+                "bootstrap_seed": seed,
+                "reported_statistic": row.runs[0].statistic or "",
+                "published_mean": "" if paper is None else paper.success,
+                "published_se": "" if paper is None or paper.stderr is None else paper.stderr,
+                "published_source": "" if paper is None else paper.source,
+            }
+            for k in KINDS:
+                for a in ("mean", "iqm"):
+                    record.update(_estimate_columns(f"{k}_{a}", s.aggregates[k][a]))
+                record.update(_estimate_columns(f"p_improvement_{k}", s.improvement.get(k)))
+            out.append(record)
+    return out
+
+
+def per_task(row: Row, kind: str, reps: int, seed: int) -> dict[str, Estimate]:
+    """Each task's mean success over the row's seeds with its interval, tasks in one-hot order."""
+    means = stats.task_means(row.scores(kind), reps, seed)
+    return {t: Estimate(*map(float, means[:, i])) for i, t in enumerate(row.tasks)}
+
+
 # --------------------------------------------------------------------------- plots
-def learning_curve(row: Row) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, mean success, and the 95% t confidence band over seeds (NaN where n < 2)."""
-    values: dict[int, list[float]] = defaultdict(list)
-    for run in row.runs:
-        for e in run.evals:
-            values[int(e["step"])].append(float(e[SUCCESS]))
-    steps = np.array(sorted(values))
-    mean = np.array([np.mean(values[s]) for s in steps])
-    half = np.array(
-        [
-            t975(len(values[s]) - 1) * standard_error(values[s]) if len(values[s]) > 1 else np.nan
-            for s in steps
-        ]
-    )
-    return steps, mean, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1)
-
-
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -509,33 +613,41 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_curves(key: ProtocolKey, rows: list[Row], path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    for row in rows:
-        steps, mean, low, high = learning_curve(row)
-        (line,) = ax.plot(
-            steps, mean, marker="o", markersize=3, label=f"{row.label} (n={len(row.runs)})"
-        )
-        if not np.isnan(low).all():
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("environment steps (summed over tasks)")
-    ax.set_ylabel("mean success rate over tasks")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{protocol_label(key)}\nmean over seeds, band: 95% t-interval", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+def plot_curves(
+    key: ProtocolKey, curves: list[tuple[Row, np.ndarray, dict[str, np.ndarray]]], path: Path
+) -> None:
+    """Mean and IQM success over training, one line per row, 95% bootstrap bands."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True, layout="constrained")
+    for ax, statistic, title in zip(axes, ("mean", "iqm"), ("mean", "IQM"), strict=True):
+        for row, steps, bands in curves:
+            value, low, high = bands[statistic]
+            (line,) = ax.plot(
+                steps, value, marker="o", markersize=3, label=f"{row.label} (n={len(row.runs)})"
+            )
+            if not np.isnan(low).all():
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("environment steps (summed over tasks)")
+        ax.set_title(f"{title} success over seeds x tasks", fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("success rate")
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(
+        f"{protocol_label(key)}\nband: 95% stratified-bootstrap interval over seeds", fontsize=10
+    )
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_task_heatmap(key: ProtocolKey, rows: list[Row], path: Path) -> None:
-    plt = _pyplot()
-    tasks = list(dict.fromkeys(t for row in rows for t in row.runs[0].tasks))
+    plt = pyplot()
+    tasks = list(dict.fromkeys(t for row in rows for t in row.tasks))
     grid = np.full((len(rows), len(tasks)), np.nan)
     for i, row in enumerate(rows):
-        for task, summary in per_task(row).items():
-            grid[i, tasks.index(task)] = summary.mean
+        means = row.scores("final").mean(axis=0)
+        for task, mean in zip(row.tasks, means, strict=True):
+            grid[i, tasks.index(task)] = mean
     labels = [f"{r.label} (n={len(r.runs)})" for r in rows]
     # Inches: the cells, the row labels (about 0.075 in a character at font size 8), the colorbar.
     width = min(max(6.0, 0.4 * len(tasks) + 0.075 * max(map(len, labels)) + 2.0), 40.0)
@@ -573,79 +685,129 @@ class Report:
     markdown: str
 
 
-def build_report(paths: Sequence[Path], out: Path, plots: bool = True) -> Report:
-    notes: list[str] = []
+def load_runs(
+    paths: Sequence[Path], notes: list[str], exclude: Path | None = None
+) -> tuple[list[Run], int]:
+    """The finished runs at or below ``paths`` (none inside ``exclude``), and how many run folders
+    were found."""
     run_dirs = find_run_dirs(paths, notes)
+    skip = None if exclude is None else Path(exclude).resolve()
+    runs = [r for d in run_dirs if skip not in d.parents and (r := load_run(d, notes))]
+    return runs, len(run_dirs)
+
+
+def check_baseline(grouped: dict[ProtocolKey, list[Row]], label: str, notes: list[str]) -> str:
+    """An error message when no row is labelled ``label``; notes the protocols without it."""
+    labels = sorted({row.label for rows in grouped.values() for row in rows})
+    if label not in labels:
+        return f"--baseline '{label}' names no row; the rows are: {'; '.join(labels)}"
+    for key, rows in grouped.items():
+        if all(row.label != label for row in rows):
+            notes.append(f"[{protocol_label(key)}] has no row '{label}': no baseline there")
+    return ""
+
+
+def build_report(
+    paths: Sequence[Path],
+    out: Path,
+    plots: bool = True,
+    reps: int = stats.DEFAULT_REPS,
+    seed: int = stats.DEFAULT_SEED,
+    baseline: str | None = None,
+) -> Report:
+    """Read, group and summarize the runs and write the report's files into ``out``. Raises
+    ValueError when ``baseline`` names no row."""
+    notes: list[str] = []
     out = Path(out).resolve()
-    runs = [r for d in run_dirs if out not in d.parents and (r := load_run(d, notes))]
+    runs, found = load_runs(paths, notes, exclude=out)
     grouped = group_runs(runs, notes)
     files: list[Path] = []
+    markdown = ""
     if grouped:
+        if baseline is not None and (problem := check_baseline(grouped, baseline, notes)):
+            raise ValueError(problem)
+        summarize(grouped, reps, seed, baseline)
         out.mkdir(parents=True, exist_ok=True)
-        files += _write_csvs(grouped, out)
+        files += _write_csvs(grouped, out, reps, seed)
         if plots:
-            for key, rows in grouped.items():
-                slug = protocol_slug(key)
-                plot_curves(key, rows, out / f"curves-{slug}.png")
-                plot_task_heatmap(key, rows, out / f"tasks-{slug}.png")
-                files += [out / f"curves-{slug}.png", out / f"tasks-{slug}.png"]
-        markdown = _markdown(grouped, notes, len(run_dirs), plots)
+            files += _write_plots(grouped, out, reps, seed)
+        markdown = _markdown(grouped, notes, found, plots, reps, seed)
         (out / "report.md").write_text(markdown, encoding="utf-8")
         files.insert(0, out / "report.md")
-    else:
-        markdown = ""
     return Report(grouped, notes, files, markdown)
 
 
-def _write_csvs(grouped: dict[ProtocolKey, list[Row]], out: Path) -> list[Path]:
+def _write_plots(
+    grouped: dict[ProtocolKey, list[Row]], out: Path, reps: int, seed: int
+) -> list[Path]:
+    """Per protocol: the learning curves (PNG and their numbers, curves-*.csv) and the per-task
+    heatmap."""
+    files = []
+    for key, rows in grouped.items():
+        slug = protocol_slug(key)
+        curves = [(row, *learning_curve(row, reps, seed)) for row in rows]
+        paths = [out / f"curves-{slug}.png", out / f"curves-{slug}.csv", out / f"tasks-{slug}.png"]
+        plot_curves(key, curves, paths[0])
+        _write_curves_csv(key, curves, paths[1])
+        plot_task_heatmap(key, rows, paths[2])
+        files += paths
+    return files
+
+
+def _write_curves_csv(
+    key: ProtocolKey, curves: list[tuple[Row, np.ndarray, dict[str, np.ndarray]]], path: Path
+) -> None:
+    columns = [*ROW_COLUMNS, "step", "n_seeds", *_bounded("mean", "iqm")]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row, steps, bands in curves:
+            for i, step in enumerate(steps):
+                record = {**_row_columns(key, row), "step": int(step), "n_seeds": len(row.runs)}
+                for a in ("mean", "iqm"):
+                    record.update(_estimate_columns(a, Estimate(*map(float, bands[a][:, i]))))
+                writer.writerow(record)
+
+
+def _write_csvs(
+    grouped: dict[ProtocolKey, list[Row]], out: Path, reps: int, seed: int
+) -> list[Path]:
     results = out / "results.csv"
     with results.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(csv_rows(grouped))
+        writer.writerows(csv_rows(grouped, reps, seed))
     tasks = out / "per_task.csv"
+    columns = [*ROW_COLUMNS, "task", "n_seeds", *_bounded(*(f"{k}_mean" for k in KINDS))]
     with tasks.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "protocol",
-                *PROTOCOL_KEYS[1:],
-                "model",
-                "method",
-                "balancer",
-                "variant",
-                "task",
-                "n_seeds",
-                "final_mean",
-                "final_se",
-            ]
-        )
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
         for proto, rows in grouped.items():
             for row in rows:
-                for task, s in per_task(row).items():
-                    se = "" if math.isnan(s.se) else s.se
-                    writer.writerow(
-                        [*dict(proto).values(), *row.method, row.variant, task, s.n, s.mean, se]
-                    )
+                by_kind = {k: per_task(row, k, reps, seed) for k in KINDS}
+                for task in row.tasks:
+                    record = {**_row_columns(proto, row), "task": task, "n_seeds": len(row.runs)}
+                    for k in KINDS:
+                        record.update(_estimate_columns(f"{k}_mean", by_kind[k][task]))
+                    writer.writerow(record)
     return [results, tasks]
 
 
 def _markdown(
-    grouped: dict[ProtocolKey, list[Row]], notes: list[str], found: int, plots: bool
+    grouped: dict[ProtocolKey, list[Row]],
+    notes: list[str],
+    found: int,
+    plots: bool,
+    reps: int,
+    seed: int,
 ) -> str:
     used = sum(len(row.runs) for rows in grouped.values() for row in rows)
     parts = [
         "# mtrl report",
         "",
         f"{found} run folders found, {used} finished runs in the tables.",
-        'Success in percent. **final**: the last evaluation of each run (`"final": true`, '
-        "`train.final_eval_episodes` episodes per task); **max**: the best evaluation of each run "
-        "(what the mtrl-family papers report). Mean ± standard error over seeds; IQM: "
-        "interquartile mean over seeds (the middle 50%; the plain mean below 4 seeds). "
-        "Protocols are never pooled. **paper**: the published number (mean ± s.e.) for this "
-        "method under this protocol, with its source in results.csv, only where the runs follow "
-        "the protocol without deviations and the paper's preset in every setting that changes "
-        "results (results.csv names the source; the README's table names the presets).",
+        "",
+        legend(reps, seed),
     ]
     for key, rows in grouped.items():
         slug = protocol_slug(key)
@@ -670,13 +832,29 @@ def _markdown(
 
 
 # --------------------------------------------------------------------------- command line
+def _reps(text: str) -> int:
+    try:
+        reps = int(text)
+    except ValueError:
+        reps = 0
+    if reps < stats.MIN_REPS:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= {stats.MIN_REPS} (2000 for a report, 50000 for numbers to "
+            f"publish), got '{text}'"
+        )
+    return reps
+
+
 def _parser() -> argparse.ArgumentParser:
     from mtrl.cli import OneLineParser
+    from mtrl.triad_figure import COMPONENTS, METRICS
 
     parser = OneLineParser(
         prog=PROG,
         description="Tables (Markdown, CSV) and plots (learning curves, per-task heatmap) of the "
-        "runs in RUN_OR_SWEEP_DIR... Runs of different benchmark protocols are never pooled.",
+        "runs in RUN_OR_SWEEP_DIR..., with 95% stratified-bootstrap intervals (rliable). Runs of "
+        "different benchmark protocols are never pooled. With --triad-figure: the PCGrad paper's "
+        "Figure 4 (the tragic triad) from the runs instead.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_OR_SWEEP_DIR")
     parser.add_argument(
@@ -685,27 +863,93 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-plots", action="store_true", help="tables only (no matplotlib needed)"
     )
+    parser.add_argument(
+        "--reps",
+        type=_reps,
+        default=stats.DEFAULT_REPS,
+        help=f"bootstrap replicates per interval (default {stats.DEFAULT_REPS}; rliable's own "
+        "default, 50000, for numbers to publish)",
+    )
+    parser.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=stats.DEFAULT_SEED,
+        help=f"seed of the bootstrap: the same runs and seed give the same intervals "
+        f"(default {stats.DEFAULT_SEED})",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="METHOD_LABEL",
+        help="the row (its label in the table, e.g. 'none' or 'pcgrad') every other row of its "
+        "protocol is compared with; default: for each row, the row without surgery and balancer "
+        "and otherwise the same config",
+    )
+    parser.add_argument(
+        "--triad-figure",
+        type=Path,
+        metavar="PNG",
+        help="write the PCGrad paper's Figure 4 from runs with tragic-triad diagnostics: "
+        "curvature; share of positive cosines and, among conflicting task pairs, of condition (a) "
+        "and of xi <= 1; per-task success or return; one colour per method (no tables)",
+    )
+    parser.add_argument(
+        "--component",
+        choices=COMPONENTS,
+        default=COMPONENTS[0],
+        help="whose loss's diagnostics --triad-figure plots (default: critic)",
+    )
+    parser.add_argument(
+        "--triad-metric",
+        choices=METRICS,
+        default=METRICS[0],
+        help="the right panel of --triad-figure: per-task evaluation success or return "
+        "(default: success)",
+    )
     return parser
+
+
+def _missing_dependency(plots: bool) -> str:
+    """One line naming what to install, or ''."""
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return "the plots need matplotlib: pip install 'mtrl[report]' (or pass --no-plots)"
+    try:
+        import rliable.library  # noqa: F401
+    except ImportError:
+        return "the statistics need rliable: pip install 'mtrl[report]'"
+    except Exception as exc:  # arch 7 (rliable's) raises TypeError on import beside pandas 3
+        return (
+            f"rliable does not import ({type(exc).__name__}: {exc}); its arch 7 needs pandas<3: "
+            "pip install 'mtrl[report]'"
+        )
+    return ""
 
 
 def report_main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not args.no_plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print(
-                f"{PROG}: error: plots need matplotlib: pip install 'mtrl[report]' "
-                "(or pass --no-plots)",
-                file=sys.stderr,
-            )
-            return 2
-    report = build_report(args.paths, args.out, plots=not args.no_plots)
+    figure = args.triad_figure is not None
+    if problem := _missing_dependency(plots=figure or not args.no_plots):
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    if figure:
+        from mtrl.triad_figure import triad_main
+
+        return triad_main(args)
+    try:
+        report = build_report(
+            args.paths, args.out, not args.no_plots, args.reps, args.bootstrap_seed, args.baseline
+        )
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     for note in report.notes:
         print(f"{PROG}: {note}", file=sys.stderr)
     if not report.grouped:
         print(f"{PROG}: error: no finished runs to report", file=sys.stderr)
         return 2
+    print(legend(args.reps, args.bootstrap_seed))
     for key, rows in report.grouped.items():
         print(f"\n{protocol_label(key)}\n{statistic_note(key, rows)}\n{markdown_table(rows)}")
     print("\nwrote " + ", ".join(str(f) for f in report.files))

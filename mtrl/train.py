@@ -2,7 +2,8 @@
 
 Its schedule: ``train.warmup_steps`` of random actions, then ``train.updates_per_step`` updates
 per vector step (the first update step runs ``train.warmup_updates`` instead, if set:
-:func:`updates_due`), and evaluations at the steps :func:`evaluation_steps` lists.
+[updates_due][mtrl.train.updates_due]), and evaluations at the steps
+[evaluation_steps][mtrl.train.evaluation_steps] lists.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +288,8 @@ class Trainer:
             self.close()
 
     def _scheduled_evaluation(self, final_step: int) -> None:
-        """An evaluation of :func:`evaluation_steps`; the last one is the final evaluation."""
+        """An evaluation of [evaluation_steps][mtrl.train.evaluation_steps]; the last one is the
+        final evaluation."""
         train = self.config.train
         final = self.step == final_step
         episodes = (train.final_eval_episodes or train.eval_episodes) if final else 0
@@ -366,14 +369,24 @@ class Trainer:
         metrics.update(self.episodes.pop())
         for key, value in self.interval.pop_means().items():
             metrics.update(self._interval_mean(key, value))
+        metrics.update(shares_among_conflicts(metrics))
         self.logger.log(self.step, metrics)
 
     def _interval_mean(self, key: str, value: torch.Tensor) -> dict[str, float]:
-        """Scalars as they are; per-task vectors as their mean over tasks, and task by task for
-        the temperatures, the per-task gradient norms and the balancers' loss weights."""
-        name = key if key.startswith("surgery/") else f"train/{key}"
+        """Scalars as they are; per-pair gradient statistics pair by pair; per-task vectors as
+        their mean over tasks, and task by task for the temperatures, the per-task gradient
+        norms and the balancers' loss weights."""
+        name = key if key.startswith("diag/") else f"train/{key}"
         if value.dim() == 0:
             return {name: float(value)}
+        component, _, stat = name.rpartition("/")
+        if stat.startswith("pair_"):
+            pairs = combinations(self.benchmark.task_names, 2)  # the order of triu_indices
+            stat = stat.removeprefix("pair_")
+            return {
+                f"{component}/pair/{a}|{b}/{stat}": v
+                for (a, b), v in zip(pairs, value.tolist(), strict=True)
+            }
         out = {name: float(value.mean())}
         if key == "alpha" or key.endswith(("/norms", "/weight")):
             tasks = self.benchmark.task_names
@@ -387,6 +400,20 @@ class Trainer:
     def _close_envs(self) -> None:
         self.envs.close()
         self.eval_envs.close()
+
+
+def shares_among_conflicts(metrics: dict[str, float]) -> dict[str, float]:
+    """Of the conflicting (update, task pair)s of a log interval, the shares that meet condition
+    (a) of the PCGrad paper's Theorem 2 and that have ξ <= 1 (its Figure 4, middle), from the
+    interval means of the shares among all pairs (a ratio of means is a ratio of counts);
+    none for an interval without a conflict."""
+    out = {}
+    for key, conflict in metrics.items():
+        if key.startswith("diag/") and key.endswith("/conflict") and conflict > 0:
+            component = key.removesuffix("conflict")
+            for share in ("cond_a", "xi_le_1"):
+                out[f"{component}{share}_given_conflict"] = metrics[component + share] / conflict
+    return out
 
 
 def _due(step: int, every: int) -> bool:

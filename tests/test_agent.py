@@ -263,5 +263,5 @@ def test_every_surgery_method_updates_a_shared_temperature(method):
     for seed in range(2):
         metrics = agent.update(make_batch(seed))
     assert all(torch.isfinite(value).all() for value in metrics.values())
-    assert "surgery/alpha/cos_mean" in metrics
+    assert "diag/alpha/cos" in metrics
     assert not torch.equal(agent.temperature.shared_log_alpha, before)

@@ -48,7 +48,7 @@ def test_pcgrad_changes_the_gradient_when_tasks_conflict():
     target = torch.tensor([10.0, -10.0, 0.0])[:, None].expand(K, batch.reward.shape[1])
     inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
     mean_grad, pc_grad = critic_gradient(plain, inputs), critic_gradient(pcgrad, inputs)
-    conflicts = pcgrad._diagnostics["surgery/critic/conflict_share"].item()
+    conflicts = pcgrad._diagnostics["diag/critic/conflict"].item()
     assert conflicts > 0, "the targets were chosen to make task gradients conflict"
     assert (mean_grad - pc_grad).norm() > 1e-3 * mean_grad.norm()
 
@@ -96,15 +96,15 @@ def test_components_without_surgery_take_the_plain_path():
 def test_diagnostics_are_reported_every_n_updates_with_sane_values():
     agent = make_agent("pcgrad", diagnostics_every=2)
     first = agent.update(make_batch(seed=0))
-    assert not any(k.startswith("surgery/") for k in first)
+    assert not any(k.startswith("diag/") for k in first)
     second = agent.update(make_batch(seed=1))
     for component in ("critic", "actor"):
-        prefix = f"surgery/{component}/"
-        for key in ("cos_mean", "cos_min"):
+        prefix = f"diag/{component}/"
+        for key in ("cos", "cos_min"):
             assert -1.0 <= second[prefix + key].item() <= 1.0
-        assert second[prefix + "cos_min"] <= second[prefix + "cos_mean"]
-        assert 0.0 <= second[prefix + "conflict_share"].item() <= 1.0
-        for key in ("gms_mean", "gms_min"):
+        assert second[prefix + "cos_min"] <= second[prefix + "cos"]
+        assert 0.0 <= second[prefix + "conflict"].item() <= 1.0
+        for key in ("gms", "gms_min"):
             assert 0.0 <= second[prefix + key].item() <= 1.0
         assert second[prefix + "norms"].shape == (K,)
         assert (second[prefix + "norms"] > 0).all()

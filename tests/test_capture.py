@@ -48,7 +48,8 @@ def test_capture_problem_names_host_solvers(surgery, problem):
 
 def test_capturable_methods_are_the_sync_free_ones():
     expected = {"mean", "sum", "pcgrad", "gradvac", "graddrop", "cagrad", "cagrad_fast"}
-    assert set(capturable_methods()) == expected | {"gradops", "mgda", "upgrad"}
+    ablations = {"pcgrad_direction", "pcgrad_magnitude"}
+    assert set(capturable_methods()) == expected | ablations | {"gradops", "mgda", "upgrad"}
 
 
 def test_cli_refuses_a_capture_it_cannot_do():
@@ -151,9 +152,7 @@ def test_warm_up_then_one_capture_then_replays(fake_cuda):
 
 def test_diagnostics_updates_bypass_the_graph(fake_cuda):
     agent = graphed_agent("pcgrad", every=WARMUP + 2)
-    seen = [
-        "surgery/critic/cos_mean" in agent.update(make_batch(seed=s)) for s in range(WARMUP + 3)
-    ]
+    seen = ["diag/critic/cos" in agent.update(make_batch(seed=s)) for s in range(WARMUP + 3)]
     assert seen == [False] * (WARMUP + 1) + [True, False]
     assert agent._graphed.captured.graph.replays == 2  # updates WARMUP + 1 and WARMUP + 3
 

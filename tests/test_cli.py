@@ -21,7 +21,10 @@ def assert_usage_error(result, *fragments: str) -> None:
 @pytest.mark.parametrize(
     "args,fragments",
     [
-        (["--benchmark", "mt20"], ["unknown benchmark 'mt20'", "allowed: mt10, mt50, mt1:"]),
+        (
+            ["--benchmark", "mt20"],
+            ["unknown benchmark 'mt20'", "allowed: mt10, mt25, mt50, a task set"],
+        ),
         (["--benchmark", "mt1:fly-v3"], ["unknown Meta-World env 'fly-v3'", "reach-v3"]),
         (["--surgery", "magic"], ["unknown surgery 'magic'", "allowed: ", "none"]),
         (["--config", "nope"], ["unknown config preset 'nope'", "smoke"]),
@@ -35,9 +38,14 @@ def assert_usage_error(result, *fragments: str) -> None:
         (["--protocol", "care"], ["unknown protocol 'care'", "allowed: none, mtrl, mwplus"]),
         (
             ["--benchmark", "mt1:reach-v3", "--protocol", "mwplus"],
-            ["protocol 'mwplus' is defined for mt10 and mt50"],
+            ["protocol 'mwplus' is defined for the suites (mt10, mt25, mt50) and task sets"],
         ),
         (["env.max_episode_steps=501"], ["env.max_episode_steps must be in 1..500"]),
+        (
+            ["--benchmark", "mt50:reach-v3,push-v3,reach-v3"],
+            ["task(s) listed more than once: reach-v3"],
+        ),
+        (["--benchmark", "mt50:reach-v3,fly-v3"], ["unknown MT50 task(s) 'fly-v3'; MT50 tasks:"]),
         (["--balancer", "magic"], ["unknown balancer 'magic'", "allowed: none, famo, gradnorm"]),
         (
             ["--balancer", "famo", "balancer.options.beta=1"],

@@ -72,7 +72,8 @@ def test_yaml_file_and_round_trip(tmp_path):
         (["train.protocol=care"], "unknown protocol 'care'; allowed: none, mtrl, mwplus"),
         (
             ["train.protocol=mtrl", "env.benchmark=mt1:reach-v3"],
-            "protocol 'mtrl' is defined for mt10 and mt50, not 'mt1:reach-v3'",
+            "protocol 'mtrl' is defined for the suites (mt10, mt25, mt50) and task sets of them, "
+            "not 'mt1:reach-v3'",
         ),
         (["logger.wandb_mode=cloud"], "logger.wandb_mode must be offline or online"),
         (["seed"], "is not of the form KEY=VALUE"),

@@ -8,18 +8,36 @@ from mtrl.envs import make_envs, parse_benchmark
 GOAL = slice(36, 39)  # Meta-World's MT observations end the 39-dim state with the goal position
 
 
+PAIR = "mt50:reach-v3,button-press-topdown-v3"
+
+
 def test_parse_benchmark_names():
     assert parse_benchmark("mt10").task_names == MT10_TASKS
     assert parse_benchmark("MT50").num_tasks == 50
+    assert parse_benchmark("mt25").num_tasks == 25
+    assert set(parse_benchmark("mt25").task_names) < set(parse_benchmark("mt50").task_names)
     assert parse_benchmark("mt1:reach-v3").task_names == ("reach-v3",)
+
+
+def test_task_sets_keep_the_order_given_in_one_spelling():
+    spaced = parse_benchmark(" MT50: Button-Press-Topdown-v3 , reach-v3 ")
+    assert spaced.name == "mt50:button-press-topdown-v3,reach-v3"
+    assert spaced.task_names == ("button-press-topdown-v3", "reach-v3")
+    assert parse_benchmark(PAIR).task_names == ("reach-v3", "button-press-topdown-v3")
+    assert parse_benchmark("mt50:shelf-place-v3").num_tasks == 1
 
 
 @pytest.mark.parametrize(
     "name,message",
     [
-        ("mt20", "unknown benchmark 'mt20'; allowed: mt10, mt50, mt1:<env-name>"),
+        ("mt20", "unknown benchmark 'mt20'; allowed: mt10, mt25, mt50, a task set mt50:<task>"),
         ("mt1:fly-v3", "unknown Meta-World env 'fly-v3'; v3 envs: assembly-v3"),
         ("mt1:", "unknown Meta-World env ''"),
+        ("mt50:reach-v3,fly-v3,jump-v3", "unknown MT50 task(s) 'fly-v3', 'jump-v3'; MT50 tasks:"),
+        ("mt50:reach-v3,push-v3,reach-v3", "task(s) listed more than once: reach-v3"),
+        ("mt50:", "a task set lists its tasks after 'mt50:', comma-separated, none empty"),
+        ("mt50:reach-v3,,push-v3", "none empty"),
+        ("mt10:reach-v3", "unknown benchmark 'mt10:reach-v3'"),
     ],
 )
 def test_unknown_benchmarks_list_what_is_allowed(name, message):
@@ -99,3 +117,30 @@ def test_horizon_truncates_without_terminating():
     truncated = [bool(t[0]) for _, t in flags]
     assert terminated == [False] * 7
     assert truncated == [False] * 6 + [True]
+
+
+def test_a_task_set_replays_its_tasks_as_mt1_does_with_a_wider_one_hot():
+    """Each task of a task set is the env ``mt1:<task>`` builds with the same seed: the same
+    goals and episodes for the same actions (here across a reset, with random goals), with the
+    one-hot of its position in the set."""
+    config = EnvConfig(max_episode_steps=20)
+    pair = make_envs(parse_benchmark("mt50:button-press-topdown-v3,reach-v3"), config, seed=5)
+    singles = [make_envs(parse_benchmark(f"mt1:{t}"), config, seed=5) for t in pair_tasks()]
+    assert pair.single_observation_space.shape == (41,)
+    rng = np.random.default_rng(0)
+    obs, _ = pair.reset()
+    single_obs = [envs.reset()[0] for envs in singles]
+    np.testing.assert_array_equal(obs[:, 39:], np.eye(2))
+    for _ in range(45):
+        np.testing.assert_array_equal(obs[:, :39], np.concatenate(single_obs)[:, :39])
+        action = rng.uniform(-1, 1, (2, 4))
+        obs, reward, *_ = pair.step(action)
+        steps = [envs.step(action[i : i + 1]) for i, envs in enumerate(singles)]
+        single_obs = [step[0] for step in steps]
+        np.testing.assert_array_equal(reward, np.concatenate([step[1] for step in steps]))
+    for envs in (pair, *singles):
+        envs.close()
+
+
+def pair_tasks() -> tuple[str, ...]:
+    return parse_benchmark("mt50:button-press-topdown-v3,reach-v3").task_names

@@ -93,5 +93,5 @@ def test_care_with_an_embeddings_file_and_pcgrad_on_mt10(tmp_path):
     actor = state["agent"]["networks"]["actor"]
     torch.testing.assert_close(actor["model.embedding.vectors"], torch.tensor(vectors))
     records = read_metrics(run)
-    assert any("surgery/critic/cos_mean" in r for r in records)
+    assert any("diag/critic/cos" in r for r in records)
     assert [r.get("final") for r in records if "eval/success" in r] == [True]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import sys
 from dataclasses import asdict
@@ -13,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from run_folders import PAIR, TWO_TASKS, write_run
 
 from mtrl.cli import train_main
-from mtrl.config import flatten, load_config, to_yaml
+from mtrl.config import flatten, load_config
 from mtrl.published import PUBLISHED, MethodKey, lookup, method_key, paper_number
-from mtrl.report import interquartile_mean, report_main, standard_error, t975
-from mtrl.rundir import protocol
+from mtrl.report import protocol_slug, report_main
+
+library = pytest.importorskip("rliable.library")
+metrics = pytest.importorskip("rliable.metrics")
 
 TINY = [
     "--benchmark", "mt1:reach-v3", "--config", "smoke", "--total-steps", "200", "--no-progress",
@@ -26,6 +28,8 @@ TINY = [
     "train.final_eval_episodes=1", "train.log_every=100", "env.max_episode_steps=50",
 ]  # fmt: skip
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REPS = ["--reps", "200"]
+"""Few bootstrap replicates: tests check the numbers against rliable's, not their precision."""
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +65,19 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_statistics():
-    values = [0.1, 0.9, 0.3, 0.5, 0.2, 0.8, 0.4, 0.6, 0.7, 1.0]
-    assert standard_error(values) == pytest.approx(np.std(values, ddof=1) / math.sqrt(10))
-    assert math.isnan(standard_error([0.5]))
-    # n = 10: drop the 2 lowest and the 2 highest.
-    assert interquartile_mean(values) == pytest.approx(np.mean([0.3, 0.4, 0.5, 0.6, 0.7, 0.8]))
-    assert interquartile_mean([0.2, 0.4, 0.9]) == pytest.approx(0.5)  # below 4 values: the mean
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 9, 30, 31, 60, 200):
-        assert t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=2e-3)
+def _rliable(data, func, seed: int = 0, reps: int = 200) -> np.ndarray:
+    """rliable called directly: ``[3, k]`` point estimates, lower and upper bounds."""
+    np.random.seed(seed)
+    points, intervals = library.get_interval_estimates({"x": data}, func, reps=reps)
+    return np.vstack([np.atleast_1d(points["x"]), intervals["x"]])
+
+
+def _mean_and_iqm(scores):
+    return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
+
+
+def _numbers(row: dict[str, str], prefix: str) -> list[float]:
+    return [float(row[f"{prefix}{s}"]) for s in ("", "_low", "_high")]
 
 
 def test_report_from_real_runs(real_runs, tmp_path, capsys):
@@ -91,7 +98,7 @@ def test_report_from_real_runs(real_runs, tmp_path, capsys):
     out = tmp_path / "report"
 
     rc = report_main([str(runs), str(tmp_path / "empty"), str(tmp_path / "missing"), "--out",
-                      str(out)])  # fmt: skip
+                      str(out), *REPS])  # fmt: skip
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     for message in (
@@ -110,24 +117,29 @@ def test_report_from_real_runs(real_runs, tmp_path, capsys):
     assert rows[("random", "none")]["seeds"] == "0 1"
     c = rows[("random", "cagrad(c=0.5)")]
     assert c["n_seeds"] == "3"
-    finals, bests = [0.4, 0.8, 0.9], [0.6, 0.8, 0.9]
-    assert float(c["final_mean"]) == pytest.approx(np.mean(finals))
-    assert float(c["final_se"]) == pytest.approx(standard_error(finals))
-    assert float(c["max_mean"]) == pytest.approx(np.mean(bests))
-    assert float(c["max_iqm"]) == pytest.approx(np.mean(bests))
+    finals, bests = np.array([[0.4], [0.8], [0.9]]), np.array([[0.6], [0.8], [0.9]])
+    final, best = _rliable(finals, _mean_and_iqm), _rliable(bests, _mean_and_iqm)
+    assert _numbers(c, "final_mean") == final[:, 0].tolist()
+    assert _numbers(c, "best_iqm") == best[:, 1].tolist()
+    assert float(c["final_mean"]) == pytest.approx(0.7)
+    # The real runs have no surgery: their row is the cagrad row's baseline.
+    assert c["baseline"] == "none" and rows[("random", "none")]["p_improvement_final"] == ""
     tasks = _csv(out / "per_task.csv")
     assert {r["task"] for r in tasks} == {"reach-v3"}
 
     markdown = (out / "report.md").read_text()
     assert "## mt1:reach-v3, no paper protocol, fixed goals" in markdown
     assert "## mt1:reach-v3, no paper protocol, random goals" in markdown
-    assert "| cagrad(c=0.5) | 3 | 70.0 ± 15.3 |" in markdown
+    low, high = 100 * final[1:, 0]
+    assert f"| cagrad(c=0.5) | 3 | 70.0 [{low:.1f}, {high:.1f}] |" in markdown
     assert "No paper protocol: no published number applies." in markdown
     assert "## Notes" in markdown and "cut" in markdown
     pngs = sorted(out.glob("*.png"))
     assert [p.name.split("-")[0] for p in pngs] == ["curves", "curves", "tasks", "tasks"]
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+    curve = [r for f in out.glob("curves-*.csv") for r in _csv(f) if r["method"] == "cagrad(c=0.5)"]
+    assert [float(r["mean"]) for r in curve] == pytest.approx([0.6, 0.7])  # mean over seeds
 
 
 def test_runs_that_differ_in_config_are_not_pooled(real_runs, tmp_path, capsys):
@@ -139,7 +151,7 @@ def test_runs_that_differ_in_config_are_not_pooled(real_runs, tmp_path, capsys):
     (runs / "b" / "config.yaml").write_text(yaml.safe_dump(config))
     shutil.copytree(real_runs / "s0", runs / "a-again")  # the same seed twice
 
-    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots", *REPS]) == 0
     err = capsys.readouterr().err
     assert "runs differ in agent.hidden_dims" in err
     assert "2 runs with seed 0" in err
@@ -162,27 +174,228 @@ def test_nothing_to_report(tmp_path, capsys):
     assert not (tmp_path / "report").exists()
 
 
-def test_without_matplotlib_a_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+@pytest.mark.parametrize("module", ["matplotlib", "rliable.library"])
+def test_without_a_dependency_a_one_line_error(module, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, module, None)
     assert report_main([str(tmp_path)]) == 2
-    assert "pip install 'mtrl[report]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install 'mtrl[report]'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("reps", ["10", "many"])
+def test_bad_reps_a_one_line_error(reps, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(tmp_path), "--reps", reps])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --reps: must be an integer >= 100" in err
+    assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- statistics
+THREE = ("reach-v3", "push-v3", "pick-place-v3")
+SUBSET = "mt50:" + ",".join(THREE)
+SUCCESS = {  # method -> seed -> evaluations x tasks (the last evaluation is the final one)
+    "none": {
+        0: [[0.2, 0.0, 0.1], [0.6, 0.1, 0.0], [0.3, 0.2, 0.0]],
+        1: [[0.5, 0.0, 0.0], [0.4, 0.0, 0.3], [0.7, 0.1, 0.0]],
+        2: [[0.1, 0.1, 0.1], [0.2, 0.3, 0.0], [0.9, 0.0, 0.1]],
+        3: [[0.0, 0.0, 0.0], [0.8, 0.2, 0.1], [0.9, 0.1, 0.1]],
+    },
+    "pcgrad": {
+        0: [[0.4, 0.2, 0.0], [0.9, 0.5, 0.0], [0.6, 0.4, 0.1]],
+        1: [[0.3, 0.0, 0.0], [1.0, 0.2, 0.2], [0.9, 0.6, 0.0]],
+        2: [[0.7, 0.3, 0.1], [0.6, 0.1, 0.4], [0.7, 0.3, 0.2]],
+    },
+}
+
+
+def _subset_runs(root: Path, success=SUCCESS, **extra) -> Path:
+    for method, seeds in success.items():
+        for seed, evals in seeds.items():
+            surgery = {"name": method, "options": {}}
+            write_run(root / f"{method}-s{seed}", evals, preset="mt10-short", seed=seed,
+                      benchmark=SUBSET, tasks=THREE, surgery=surgery, **extra)  # fmt: skip
+    return root
+
+
+def _scores(method: str, kind: str) -> np.ndarray:
+    """The score matrix [seeds, tasks] as the test data define it."""
+    rows = []
+    for evals in SUCCESS[method].values():
+        best = max(range(len(evals)), key=lambda i: (np.mean(evals[i]), -i))  # earliest best
+        rows.append(evals[-1] if kind == "final" else evals[best])
+    return np.array(rows)
+
+
+def test_statistics_are_rliables_on_the_same_scores(tmp_path, capsys):
+    runs = _subset_runs(tmp_path / "runs")
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), *REPS, "--bootstrap-seed", "5"]) == 0
+    rows = {r["method"]: r for r in _csv(out / "results.csv")}
+    # none seed 3: evaluations 2 and 3 tie for best (the earliest counts); pcgrad seed 2: the
+    # best evaluation is not made of each task's best.
+    assert _scores("none", "best")[3].tolist() == [0.8, 0.2, 0.1]
+    assert _scores("pcgrad", "best")[2].tolist() == [0.7, 0.3, 0.2]
+    for method, row in rows.items():
+        assert row["bootstrap_reps"] == "200" and row["bootstrap_seed"] == "5"
+        for kind in ("final", "best"):
+            expected = _rliable(_scores(method, kind), _mean_and_iqm, seed=5)
+            assert _numbers(row, f"{kind}_mean") == expected[:, 0].tolist()
+            assert _numbers(row, f"{kind}_iqm") == expected[:, 1].tolist()
+    pcgrad = rows["pcgrad"]
+    assert pcgrad["baseline"] == "none" and rows["none"]["p_improvement_best"] == ""
+    for kind in ("final", "best"):
+        data = [_scores("pcgrad", kind), _scores("none", kind)]
+        expected = _rliable(data, metrics.probability_of_improvement, seed=5)
+        assert _numbers(pcgrad, f"p_improvement_{kind}") == expected[:, 0].tolist()
+    tasks = {(r["method"], r["task"]): r for r in _csv(out / "per_task.csv")}
+    expected = _rliable(_scores("pcgrad", "final"), lambda s: s.mean(axis=0), seed=5)
+    for i, task in enumerate(THREE):
+        assert _numbers(tasks[("pcgrad", task)], "final_mean") == expected[:, i].tolist()
+    # Learning curves: mean and IQM over seeds x tasks at each evaluation, bands as rliable's.
+    curves = [r for r in _csv(next(out.glob("curves-*.csv"))) if r["method"] == "none"]
+    cube = np.array(list(SUCCESS["none"].values())).transpose(0, 2, 1)  # [seeds, tasks, evals]
+    per_evaluation = lambda s: np.array([metrics.aggregate_iqm(s[..., k]) for k in range(3)])  # noqa: E731
+    expected = _rliable(cube, per_evaluation, seed=5)
+    found = np.array([_numbers(r, "iqm") for r in curves]).T
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-12)
+    assert [int(r["step"]) for r in curves] == sorted(int(r["step"]) for r in curves)
+
+    text = capsys.readouterr().out
+    assert "A **score** is the success rate of one task in one run" in text
+    table = next(line for line in text.splitlines() if line.startswith("| pcgrad |"))
+    p = _numbers(pcgrad, "p_improvement_final")
+    assert f"| none | {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}] |" in table
+    assert "| none | 4 |" in text and "| (baseline) | — | — |" in text
+
+
+def test_same_bootstrap_seed_same_numbers(tmp_path):
+    runs = _subset_runs(tmp_path / "runs")
+
+    def results(name: str, *args: str) -> str:
+        out = tmp_path / name
+        assert report_main([str(runs), "--out", str(out), "--no-plots", *REPS, *args]) == 0
+        return (out / "results.csv").read_text()
+
+    first = results("a")
+    np.random.seed(1234)  # whatever state numpy's global RNG is in
+    assert results("b") == first
+    assert results("c", "--bootstrap-seed", "0") == first  # the default seed
+    other = results("d", "--bootstrap-seed", "1")
+    assert other != first  # other intervals, the same point estimates:
+    points = ["final_mean", "final_iqm", "best_mean", "best_iqm", "p_improvement_final"]
+    rows = zip(csv.DictReader(first.splitlines()), csv.DictReader(other.splitlines()), strict=True)
+    for a, b in rows:
+        assert [a[k] for k in points] == [b[k] for k in points]
+
+
+def test_baselines_share_model_and_config(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for name, preset, overrides in (
+            ("none", "mt10", ["agent.hidden_dims=[32,32]"]),
+            # mt10-pcgrad is CARE's PCGrad command (one temperature); the plain runs learn one
+            # per task as CARE's Multi-task SAC does, so these share that setting
+            ("pcgrad", "mt10-pcgrad", ["agent.hidden_dims=[32,32]", "agent.temperature=per_task"]),
+            ("pcgrad-wide", "mt10-pcgrad", ["agent.temperature=per_task"]),  # no such plain row
+            ("mh", "mt10-mhsac", ["agent.hidden_dims=[32,32]"]),  # no plain multi-head row
+            ("mh-pcgrad", "mt10-mhsac", ["agent.hidden_dims=[32,32]", "surgery.name=pcgrad"]),
+        ):
+            evals = [0.1 * (seed + 1), 0.2 * (seed + 1)]
+            write_run(
+                runs / f"{name}-s{seed}", evals, preset=preset, seed=seed, overrides=overrides
+            )
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), "--no-plots", *REPS]) == 0
+    rows = {(r["model"], r["method"], r["variant"]): r for r in _csv(out / "results.csv")}
+    narrow, wide = "agent.hidden_dims=[32, 32]", "agent.hidden_dims=[400, 400, 400]"
+    baselines = {key: row["baseline"] for key, row in rows.items()}
+    assert baselines == {
+        ("mlp", "none", ""): "none",  # its own baseline
+        ("mlp", "pcgrad", narrow): "none",
+        ("mlp", "pcgrad", wide): "",
+        ("multihead", "none", ""): "multihead + none",
+        ("multihead", "pcgrad", ""): "multihead + none",
+    }
+    assert rows[("mlp", "pcgrad", wide)]["p_improvement_final"] == ""
+    # Identical scores: no improvement either way, exactly one half.
+    assert float(rows[("mlp", "pcgrad", narrow)]["p_improvement_final"]) == 0.5
+    text = capsys.readouterr().out
+    assert f"| pcgrad [{wide}] | 2 |" in text
+    line = next(x for x in text.splitlines() if x.startswith(f"| pcgrad [{wide}]"))
+    assert "| — | — | — |" in line
+
+
+def test_baseline_chosen_by_label(tmp_path, capsys):
+    runs = _subset_runs(tmp_path / "runs")
+    out = tmp_path / "report"
+    args = [str(runs), "--out", str(out), "--no-plots", *REPS]
+    assert report_main([*args, "--baseline", "pcgrad"]) == 0
+    rows = {r["method"]: r for r in _csv(out / "results.csv")}
+    assert rows["none"]["baseline"] == "pcgrad" and rows["pcgrad"]["p_improvement_final"] == ""
+    assert report_main(args) == 0
+    default = {r["method"]: r for r in _csv(out / "results.csv")}
+    for kind in ("final", "best"):  # P(none > pcgrad) = 1 - P(pcgrad > none)
+        p = float(rows["none"][f"p_improvement_{kind}"])
+        assert p == pytest.approx(1 - float(default["pcgrad"][f"p_improvement_{kind}"]))
+    capsys.readouterr()
+    assert report_main([*args, "--baseline", "sgd"]) == 2
+    err = capsys.readouterr().err
+    assert "--baseline 'sgd' names no row; the rows are: none; pcgrad" in err
+    assert err.count("\n") == 1
+
+
+def test_ties_in_the_probability_of_improvement(tmp_path):
+    # One task, two seeds each: pcgrad [0.5, 0.7] vs none [0.5, 0.3] -> pairs tie, win, win, win.
+    success = {"none": {0: [[0.5, 0, 0]], 1: [[0.3, 0, 0]]},
+               "pcgrad": {0: [[0.5, 0, 0]], 1: [[0.7, 0, 0]]}}  # fmt: skip
+    runs = _subset_runs(tmp_path / "runs", success)
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), "--no-plots", *REPS]) == 0
+    pcgrad = next(r for r in _csv(out / "results.csv") if r["method"] == "pcgrad")
+    # Tasks 2 and 3 tie everywhere (1/2 each): (3.5/4 + 1/2 + 1/2) / 3.
+    assert float(pcgrad["p_improvement_final"]) == pytest.approx((3.5 / 4 + 1.0) / 3)
+
+
+def test_task_subset_benchmarks_and_ablation_names(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for method in ("none", "pcgrad_direction", "pcgrad_magnitude"):
+            evals = [[0.5, 0.1 * seed], [0.9, 0.2]]
+            write_run(runs / f"{method}-s{seed}", evals, preset="mt10-short", seed=seed,
+                      benchmark=PAIR, tasks=TWO_TASKS, surgery={"name": method})  # fmt: skip
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), *REPS]) == 0
+    rows = {r["method"]: r for r in _csv(out / "results.csv")}
+    assert set(rows) == {"none", "pcgrad_direction", "pcgrad_magnitude"}
+    assert {r["benchmark"] for r in rows.values()} == {PAIR}
+    assert rows["pcgrad_magnitude"]["baseline"] == "none"
+    files = {p.name for p in out.iterdir()}
+    slug = "mt50-reach-v3-button-press-topdown-v3-mtrl-fixed-h500-v2"
+    assert {f"curves-{slug}.png", f"tasks-{slug}.png", f"curves-{slug}.csv"} <= files
+    assert f"## {PAIR}, mtrl protocol, fixed goals" in (out / "report.md").read_text()
+    assert "| pcgrad_direction | 2 |" in capsys.readouterr().out
+
+
+def test_protocol_slugs_are_file_names():
+    def slug(benchmark: str) -> str:
+        key = (("name", "none"), ("benchmark", benchmark), ("goal_mode", "random"),
+               ("max_episode_steps", 500), ("reward_version", "v2"))  # fmt: skip
+        return protocol_slug(key)
+
+    tasks = [f"task-number-{i}-v3" for i in range(20)]
+    # Two long subsets that differ only after the cut: the hash tells them apart.
+    long_a, long_b = slug("mt50:" + ",".join(tasks)), slug("mt50:" + ",".join(tasks[:19]))
+    for name in (slug(PAIR), long_a, long_b, slug("mt50:a/b,..,ü")):
+        assert len(name) <= 80 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+    assert long_a != long_b and long_a[:69] == long_b[:69]
+    assert slug("mt10") == "mt10-none-random-h500-v2"
 
 
 # --------------------------------------------------------------------------- protocols, papers
 def _synthetic_run(path: Path, preset: str, seed: int, evals: list[float], *overrides: str):
-    """A run folder as mtrl-train writes it (resolved config, meta.json, metrics.jsonl) whose
-    evaluations report ``evals`` (the last one is the final evaluation)."""
-    config = load_config(preset, [f"train.seed={seed}", *overrides])
-    path.mkdir(parents=True)
-    (path / "config.yaml").write_text(to_yaml(config))
-    (path / "meta.json").write_text(json.dumps({"protocol": protocol(config)}))
-    every = config.train.eval_every
-    lines = [
-        {"step": every * (i + 1), "protocol": config.train.protocol, "eval/success": value,
-         **({"final": True} if i == len(evals) - 1 else {})}
-        for i, value in enumerate(evals)
-    ]  # fmt: skip
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    """A run whose evaluations report ``evals`` on every task (the last one is the final)."""
+    write_run(path, evals, preset=preset, seed=seed, overrides=overrides)
 
 
 def test_published_numbers_only_beside_runs_of_the_same_protocol_and_method(tmp_path, capsys):
@@ -192,13 +405,12 @@ def test_published_numbers_only_beside_runs_of_the_same_protocol_and_method(tmp_
         _synthetic_run(runs / f"pcgrad-s{seed}", "mt10-pcgrad", seed, values)
         mwplus = "train.protocol=mwplus"
         _synthetic_run(runs / f"mwplus-s{seed}", "mt10-pcgrad", seed, values, mwplus)
-    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots", *REPS]) == 0
     rows = {r["protocol"]: r for r in _csv(tmp_path / "report" / "results.csv")}
     assert set(rows) == {"mtrl", "mwplus"}
     mtrl = rows["mtrl"]
     bests, finals = [0.9, 0.8, 0.8], [0.6, 0.8, 0.7]
-    assert float(mtrl["max_mean"]) == pytest.approx(np.mean(bests))
-    assert float(mtrl["max_se"]) == pytest.approx(np.std(bests, ddof=1) / math.sqrt(3))
+    assert float(mtrl["best_mean"]) == pytest.approx(np.mean(bests))
     assert float(mtrl["final_mean"]) == pytest.approx(np.mean(finals))
     assert mtrl["reported_statistic"] == "best" and mtrl["n_seeds"] == "3"
     assert float(mtrl["published_mean"]) == 0.72 and float(mtrl["published_se"]) == 0.022
@@ -208,7 +420,7 @@ def test_published_numbers_only_beside_runs_of_the_same_protocol_and_method(tmp_
     assert rows["mwplus"]["published_mean"] == ""
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| pcgrad | 3 |" in markdown and "72.0 ± 2.2 (PCGrad) |" in markdown
-    assert "compare the **max** column" in markdown and "compare the **final** column" in markdown
+    assert "compare the **best mean**" in markdown and "compare the **final mean**" in markdown
     capsys.readouterr()
 
 
@@ -217,7 +429,7 @@ def test_no_published_number_for_deviating_runs_or_other_options(tmp_path):
     _synthetic_run(runs / "short", "mt10-short", 0, [0.2, 0.3])
     _synthetic_run(runs / "cagrad-c05", "mt10-cagrad", 0, [0.5, 0.6], "surgery.options.c=0.5")
     _synthetic_run(runs / "cagrad", "mt10-cagrad", 0, [0.7, 0.8])
-    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    assert report_main([str(runs), "--out", str(tmp_path / "report"), "--no-plots", *REPS]) == 0
     rows = {(r["method"], r["variant"]): r for r in _csv(tmp_path / "report" / "results.csv")}
     published = {key: row["published_mean"] for key, row in rows.items()}
     assert published == {

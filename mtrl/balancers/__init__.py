@@ -1,38 +1,39 @@
 """Loss balancers: per-task loss weights that adapt during training (FAMO, uncertainty
 weighting, GradNorm).
 
-Where :mod:`mtrl.surgery` combines the per-task gradients ``[K, P]`` of one step, a balancer
+Where [mtrl.surgery][] combines the per-task gradients ``[K, P]`` of one step, a balancer
 weights the K per-task losses from what it observes over the steps: the losses themselves
 (uncertainty weighting), their decrease after each step (FAMO), or gradient norms at a layer
 (GradNorm). Usable outside RL; a two-task regression whose targets differ in scale by 100 (both
 with unit noise) through a shared layer:
 
->>> import torch
->>> from mtrl import balancers
->>> _ = torch.manual_seed(0)
->>> x = torch.randn(256, 4)
->>> signal = torch.stack([x @ torch.ones(4), 100 * (x[:, 0] - x[:, 1])], dim=1)
->>> y = signal + torch.randn(256, 2)
->>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
->>> optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
->>> famo = balancers.make("famo", num_tasks=2)
->>> def task_losses():
-...     return (model(x) - y).pow(2).mean(0)  # [2]: one loss per task
->>> for _ in range(300):
-...     losses = task_losses()
-...     weights = famo.weights(losses.detach())  # [2], detached
-...     optimizer.zero_grad()
-...     (weights * losses).mean().backward()
-...     optimizer.step()
-...     with torch.no_grad():
-...         famo.update(losses.detach(), losses_after=task_losses())
->>> [round(loss, 1) for loss in task_losses().tolist()]  # both at the noise floor
-[1.0, 1.0]
+Examples:
+    >>> import torch
+    >>> from mtrl import balancers
+    >>> _ = torch.manual_seed(0)
+    >>> x = torch.randn(256, 4)
+    >>> signal = torch.stack([x @ torch.ones(4), 100 * (x[:, 0] - x[:, 1])], dim=1)
+    >>> y = signal + torch.randn(256, 2)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    >>> optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    >>> famo = balancers.make("famo", num_tasks=2)
+    >>> def task_losses():
+    ...     return (model(x) - y).pow(2).mean(0)  # [2]: one loss per task
+    >>> for _ in range(300):
+    ...     losses = task_losses()
+    ...     weights = famo.weights(losses.detach())  # [2], detached
+    ...     optimizer.zero_grad()
+    ...     (weights * losses).mean().backward()
+    ...     optimizer.step()
+    ...     with torch.no_grad():
+    ...         famo.update(losses.detach(), losses_after=task_losses())
+    >>> [round(loss, 1) for loss in task_losses().tolist()]  # both at the noise floor
+    [1.0, 1.0]
 
 Each balancer names what ``update`` needs besides the losses in ``needs`` (FAMO:
 ``losses_after``; GradNorm: ``grad_norms``). State: ``state_dict()`` / ``load_state_dict()``,
-tensors and plain data only. See the README section "Loss balancers" for the papers' settings
-and the deviations.
+tensors and plain data only. The documentation's "Loss balancers" page (``docs/balancers.md``)
+gives the papers' settings and the deviations.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ __all__ = ["Balancer", "available", "make", "options_of", "surgery_refusal"]
 
 
 def available() -> list[str]:
-    """Sorted names accepted by :func:`make`."""
+    """Sorted names accepted by [make][mtrl.balancers.make]."""
     return sorted(METHODS)
 
 

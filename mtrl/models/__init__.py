@@ -1,13 +1,15 @@
 """Network architectures for the actor and the two Q networks, chosen with ``agent.model``.
 
->>> from mtrl import models
->>> spec = models.ModelSpec("care", {"num_experts": 6}, hidden_dims=(400, 400, 400))
->>> net = spec.build(models.Dims(state=39, action=0, out=8, tasks=10))
->>> out = net(state, task_onehot)                        # [..., 39], [..., 10] -> [..., 8]
+Examples:
+    >>> from mtrl import models
+    >>> spec = models.ModelSpec("care", {"num_experts": 6}, hidden_dims=(400, 400, 400))
+    >>> net = spec.build(models.Dims(state=39, action=0, out=8, tasks=10))
+    >>> out = net(state, task_onehot)                    # [..., 39], [..., 10] -> [..., 8]
 
 One file per architecture; each module's docstring gives its paper, the reference code it follows
 and where it deviates. Parameters that only one task's samples touch live in
-:class:`PerTaskModule` instances (:func:`task_specific_parameters` lists them): gradient surgery
+[PerTaskModule][mtrl.models.PerTaskModule] instances
+([task_specific_parameters][mtrl.models.task_specific_parameters] lists them): gradient surgery
 combines only the others.
 """
 
@@ -62,7 +64,7 @@ the others take the task through their task-specific parts only."""
 
 
 def available() -> list[str]:
-    """The names ``agent.model`` accepts, in the order of the README."""
+    """The names ``agent.model`` accepts, in the order of the documentation."""
     return list(MODELS)
 
 

@@ -111,7 +111,8 @@ class ParallelLinear(nn.Module):
 class PerTaskModule(nn.Module):
     """A module whose parameters are partitioned by task: each task's samples touch only its own
     part, the task's block of K equal blocks along the first dimension (``param.view(K, -1)[k]``).
-    :func:`task_specific_parameters` finds them, so that gradient surgery never mixes tasks there.
+    [task_specific_parameters][mtrl.models.task_specific_parameters] finds them, so that gradient
+    surgery never mixes tasks there.
     """
 
 

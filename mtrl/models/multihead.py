@@ -21,8 +21,8 @@ from mtrl.surgery._base import Option, check_int
 
 
 class MultiHeadModel(Model):
-    """The trunk of :class:`~mtrl.models.mlp.MLPModel`; the output is a head per task, chosen by
-    the one-hot (the heads are task-specific parameters)."""
+    """The trunk of [MLPModel][mtrl.models.mlp.MLPModel]; the output is a head per task, chosen
+    by the one-hot (the heads are task-specific parameters)."""
 
     name = "multihead"
     options_spec: ClassVar[dict[str, Option]] = {
@@ -49,7 +49,7 @@ class MultiHeadModel(Model):
     def layers(self) -> tuple[list[WeightAndBias], list[WeightAndBias]]:
         """(weight, bias) of the hidden layers (the trunk's, then the heads' hidden layer) and of
         the output layer, one ``[out, in]`` block per head, for
-        :func:`mtrl.networks.initialise`."""
+        ``mtrl.networks.initialise``."""
         hidden = [(x.weight, x.bias) for x in self.trunk.layers]
         if isinstance(self.heads, HiddenTaskHeads):
             heads = self.heads

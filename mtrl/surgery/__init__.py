@@ -1,10 +1,12 @@
 """Gradient surgery: turn K per-task gradients ``[K, P]`` into one update ``[P]``.
 
->>> import mtrl.surgery as surgery
->>> s = surgery.make("pcgrad", seed=0)
->>> update = s(grads)                      # grads [K, P] -> [P], same device and dtype
+Examples:
+    >>> import mtrl.surgery as surgery
+    >>> s = surgery.make("pcgrad", seed=0)
+    >>> update = s(grads)                      # grads [K, P] -> [P], same device and dtype
 
-See ``mtrl/surgery/README.md`` for every method's scale convention and paper deviations.
+The documentation's "Gradient surgery" page (``docs/surgery.md``) gives every method's scale
+convention and deviations from its paper.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ._extras import (
     assign_grads,
     gram_diagnostics,
     per_task_grads,
+    step_curvature,
     torchjd_options,
 )
 from .methods import METHODS
@@ -30,11 +33,12 @@ __all__ = [
     "make",
     "options_of",
     "per_task_grads",
+    "step_curvature",
 ]
 
 
 def available() -> list[str]:
-    """Sorted names accepted by :func:`make` (plus ``'torchjd:<AggregatorName>'``)."""
+    """Sorted names accepted by [make][mtrl.surgery.make] (plus ``'torchjd:<AggregatorName>'``)."""
     return sorted(METHODS)
 
 

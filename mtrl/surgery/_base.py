@@ -93,14 +93,15 @@ class Surgery:
     """Turns per-task gradients ``[K, P]`` into one update ``[P]`` (same device and dtype).
 
     Subclasses set ``name``, ``options_spec`` and implement ``_aggregate(grads) -> Tensor``.
-    All randomness comes from :meth:`generator_for` the gradients' device, seeded by ``seed``.
+    All randomness comes from [generator_for][mtrl.surgery.Surgery.generator_for] the gradients'
+    device, seeded by ``seed``.
     """
 
     name: str = ""
     options_spec: ClassVar[dict[str, Option]] = {"seed": SEED}
     ignores_row_scales: ClassVar[bool] = False
     """True when multiplying one row by a positive factor does not change the direction of the
-    update (IMTL-G, Nash-MTL): per-task loss weights (:mod:`mtrl.balancers`) cannot act through
+    update (IMTL-G, Nash-MTL): per-task loss weights ([mtrl.balancers][]) cannot act through
     such a method."""
     host_solver: ClassVar[bool] = False
     """The method solves its small problem with numpy on the host (unless a ``solver`` option
@@ -175,7 +176,7 @@ class Surgery:
     def generator_for(self, device: torch.device) -> torch.Generator:
         """The generator of random draws on ``device``: ``self.generator`` on the CPU, else one
         generator on that device, seeded with ``seed`` when first used (or restored by
-        :meth:`load_state_dict`). Drawing on the device needs no host-to-device copy, so a call
+        ``load_state_dict``). Drawing on the device needs no host-to-device copy, so a call
         can be captured in a CUDA graph (register this generator with the graph)."""
         if device.type == "cpu":
             return self.generator

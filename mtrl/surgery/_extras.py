@@ -135,14 +135,21 @@ def assign_grads(params: dict[str, Tensor], update: Tensor) -> None:
 
 # ------------------------------------------------------------------------- diagnostics
 def gram_diagnostics(grads: Tensor, update: Tensor | None = None) -> dict[str, Tensor]:
-    """Gradient statistics the papers analyse, from G = J J^T; 0-dim tensors, no host sync.
+    """What the PCGrad paper analyses (Yu et al. 2020, Section 2), from G = J J^T; tensors on
+    the gradients' device, no host sync.
 
-    ``cos_mean``/``cos_min``: cosine over pairs i < j (a pair with a zero row has cosine 0);
-    ``conflict_share``: share of pairs with g_i . g_j < 0; ``gms_mean``/``gms_min``: gradient
-    magnitude similarity 2|g_i||g_j| / (|g_i|^2 + |g_j|^2) (PCGrad paper, Definition 2; 1 when
-    both rows are zero); ``norms``: [K] row norms; ``update_norm_ratio``: |update| / |mean row|
-    (0 when the mean is zero), only when ``update`` is given.  For K = 1 there are no pairs and
-    the pair statistics are cos 1, conflict share 0, gms 1.
+    Per pair i < j (``pair_*``: vectors in ``torch.triu_indices(K, K, 1)`` order): the cosine
+    cos φ_ij (Definition 1; 0 when a row is zero), the gradient magnitude similarity
+    Φ_ij = 2|g_i||g_j| / (|g_i|^2 + |g_j|^2) (Definition 2; 1 when both rows are zero) and the
+    curvature bounding measure ξ_ij = (1 - cos^2 φ_ij) |g_i - g_j|^2 / |g_i + g_j|^2
+    (Definition 5; 0 when g_i + g_j = 0). Over pairs: ``cos``/``cos_min``, ``gms``/``gms_min``
+    and ``xi`` (means and minima); ``conflict``, the share of pairs with g_i . g_j < 0; of all
+    pairs, the shares that conflict and meet condition (a) of Theorem 2, cos φ_ij <= -Φ_ij
+    (``cond_a``), or the implication of its condition (b), ξ_ij <= 1 (``xi_le_1``): divided by
+    ``conflict`` they are the shares among conflicting pairs the paper's Figure 4 plots.
+    ``norms``: the [K] row norms; ``update_norm_ratio``: |update| / |mean row| (0 when the mean
+    is zero), only when ``update`` is given. For K = 1 there are no pairs: cos 1, Φ 1, ξ 0,
+    shares 0.
     """
     g = grads.detach()
     g = g if g.dtype in (torch.float32, torch.float64) else g.float()
@@ -151,27 +158,55 @@ def gram_diagnostics(grads: Tensor, update: Tensor | None = None) -> dict[str, T
     sq = G.diagonal().clamp(min=0)
     norms = sq.sqrt()
     out: dict[str, Tensor] = {"norms": norms}
-    one = torch.ones((), dtype=g.dtype, device=g.device)
+    i, j = torch.triu_indices(K, K, offset=1, device=g.device)
+    pairs = _pair_statistics(G[i, j], sq[i], sq[j])
+    out.update({f"pair_{key}": value for key, value in pairs.items() if key in PAIR_KEYS})
     if K >= 2:
-        i, j = torch.triu_indices(K, K, offset=1, device=g.device)
-        gij = G[i, j]
-        den = norms[i] * norms[j]
-        cos = torch.where(den > 0, gij / torch.where(den > 0, den, one), 0 * one).clamp(-1, 1)
-        msq = sq[i] + sq[j]
-        gms = torch.where(msq > 0, 2 * den / torch.where(msq > 0, msq, one), one)
-        out["cos_mean"] = cos.mean()
-        out["cos_min"] = cos.min()
-        out["conflict_share"] = (gij < 0).to(g.dtype).mean()
-        out["gms_mean"] = gms.mean()
-        out["gms_min"] = gms.min()
+        conflict = pairs["dot"] < 0
+        for key in ("cos", "gms"):
+            out[key] = pairs[key].mean()
+            out[f"{key}_min"] = pairs[key].min()
+        out["xi"] = pairs["xi"].mean()
+        out["conflict"] = conflict.to(g.dtype).mean()
+        out["cond_a"] = (conflict & (pairs["cos"] <= -pairs["gms"])).to(g.dtype).mean()
+        out["xi_le_1"] = (conflict & (pairs["xi"] <= 1)).to(g.dtype).mean()
     else:
-        out["cos_mean"] = one.clone()
-        out["cos_min"] = one.clone()
-        out["conflict_share"] = 0 * one
-        out["gms_mean"] = one.clone()
-        out["gms_min"] = one.clone()
+        one = torch.ones((), dtype=g.dtype, device=g.device)
+        out.update({"cos": one, "cos_min": one, "gms": one, "gms_min": one})
+        out.update({key: 0 * one for key in ("xi", "conflict", "cond_a", "xi_le_1")})
     if update is not None:
         mn = g.mean(dim=0).norm()
-        un = update.detach().to(g.dtype).norm()
-        out["update_norm_ratio"] = torch.where(mn > 0, un / torch.where(mn > 0, mn, one), 0 * one)
+        out["update_norm_ratio"] = _ratio(update.detach().to(g.dtype).norm(), mn)
     return out
+
+
+PAIR_KEYS = ("cos", "gms", "xi")
+"""The per-pair statistics of :func:`gram_diagnostics` (``pair_<key>``)."""
+
+
+def _pair_statistics(dot: Tensor, sq_i: Tensor, sq_j: Tensor) -> dict[str, Tensor]:
+    den = (sq_i * sq_j).sqrt()
+    cos = _ratio(dot, den).clamp(-1, 1)
+    total = sq_i + sq_j
+    gms = torch.where(total > 0, _ratio(2 * den, total), torch.ones_like(total))
+    # |g_i -+ g_j|^2 = |g_i|^2 + |g_j|^2 -+ 2 g_i.g_j, clamped at 0 against rounding.
+    xi = (1 - cos.square()) * _ratio((total - 2 * dot).clamp(min=0), (total + 2 * dot).clamp(min=0))
+    return {"dot": dot, "cos": cos, "gms": gms, "xi": xi}
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den, 0 where den is 0 (elementwise, no host sync)."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.zeros_like(num))
+
+
+def step_curvature(
+    loss_before: Tensor, loss_after: Tensor, grad: Tensor, step: Tensor
+) -> dict[str, Tensor]:
+    """The multi-task curvature of one step, H(L; θ_t, θ_t+1) = 2 [L(θ_t+1) - L(θ_t) -
+    ∇L(θ_t)^T (θ_t+1 - θ_t)] (PCGrad paper, Section 5.3: Definition 3 by Taylor's theorem),
+    and H / |∇L(θ_t)|^2, the curvature relative to the squared gradient norm (ℓ of Theorem 2's
+    bound H >= ℓ |g|^2). ``grad`` and ``step`` are flat vectors; computed in float64."""
+    grad, step = grad.detach().double(), step.detach().double()
+    curvature = 2 * (loss_after.detach().double() - loss_before.detach().double() - grad @ step)
+    return {"curvature": curvature, "curvature_rel": _ratio(curvature, grad @ grad)}

@@ -92,6 +92,37 @@ class PCGrad(Surgery):
         return combine(C.sum(dim=0) / K, grads)
 
 
+class PCGradDirection(PCGrad):
+    """Ablation (1) of the PCGrad paper (Section 5.2, Figure 3 right): PCGrad's update
+    rescaled to the norm of the plain update, the mean gradient; PCGrad's direction with the
+    magnitude plain MT-SAC would step. Zero when either is zero. Same random orders as
+    ``pcgrad`` for the same seed."""
+
+    name = "pcgrad_direction"
+
+    def _aggregate(self, grads: Tensor) -> Tensor:
+        return _with_norm(super()._aggregate(grads), grads.mean(dim=0).norm())
+
+
+class PCGradMagnitude(PCGrad):
+    """Ablation (2) of the PCGrad paper (Section 5.2, Figure 3 right): the plain update, the
+    mean gradient, rescaled to the norm of PCGrad's update; the plain direction with PCGrad's
+    magnitude. Zero when either is zero."""
+
+    name = "pcgrad_magnitude"
+
+    def _aggregate(self, grads: Tensor) -> Tensor:
+        pcgrad = super()._aggregate(grads)
+        return _with_norm(grads.mean(dim=0).to(pcgrad.dtype), pcgrad.norm())
+
+
+def _with_norm(vector: Tensor, norm: Tensor) -> Tensor:
+    """``vector`` scaled to length ``norm`` (zero if it is zero); no host sync."""
+    length = vector.norm()
+    scale = torch.where(length > 0, norm / torch.where(length > 0, length, 1.0), 0.0)
+    return vector * scale
+
+
 # -------------------------------------------------------------------------------- GradVac
 class GradVac(Surgery):
     """Gradient Vaccine (Wang et al., ICLR 2021), whole-model granularity, in Gram space.
@@ -544,6 +575,8 @@ METHODS: dict[str, type[Surgery]] = {
         Mean,
         Sum,
         PCGrad,
+        PCGradDirection,
+        PCGradMagnitude,
         CAGrad,
         CAGradFast,
         GradOPS,

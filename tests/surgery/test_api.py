@@ -11,6 +11,7 @@ ALL = surgery.available()
 def test_available_sorted_and_complete():
     expected = {"alignedmtl", "cagrad", "cagrad_fast", "graddrop", "gradops", "gradvac"}
     expected |= {"imtlg", "mean", "mgda", "nashmtl", "pcgrad", "sum", "upgrad"}
+    expected |= {"pcgrad_direction", "pcgrad_magnitude"}
     assert sorted(expected) == ALL
 
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The PCGrad paper's multi-task RL claims at a CPU's scale (docs/results/pcgrad.md):
+#   fig4  reach + button-press-topdown (configs/pcgrad-fig4.yaml), none vs pcgrad, seeds 0-9
+#   fig3  the same pair: pcgrad_direction, pcgrad_magnitude and GradNorm (critic), seeds 0-4
+#         (none and pcgrad seeds 0-4 come from fig4)
+#   mt10  configs/mt10-cpu.yaml at 300k transitions: none, pcgrad, cagrad, seeds 0-4
+# Runs go to $OUT/<study>-<method>-s<seed>, JOBS at a time (default 2, one per core), in this
+# order: the fig4 pairs of seeds first, then fig3, then mt10. Run it again to continue: finished
+# runs are skipped, interrupted ones resumed from their last checkpoint (exact resume), a run that
+# died before its first checkpoint is moved aside and started again, a run that another instance
+# of this script is running (its lock file is held) is left to it.
+# Usage: scripts/study_pcgrad.sh [fig4|fig3|mt10|all] ; then
+#   mtrl-report $OUT/fig4-* $OUT/fig3-* --out docs/results/pcgrad-pair
+#   mtrl-report $OUT/fig4-* --triad-figure docs/results/pcgrad-pair/fig4.png
+#   mtrl-report $OUT/mt10-* --out docs/results/pcgrad-mt10
+set -euo pipefail
+OUT=${OUT:-runs/study}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OUT
+
+plan() {
+  local which=$1 s m
+  if [[ $which == fig4 || $which == all ]]; then
+    for s in 0 1 2 3 4 5 6 7 8 9; do
+      for m in none pcgrad; do echo "fig4-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s"; done
+    done
+  fi
+  if [[ $which == fig3 || $which == all ]]; then
+    for s in 0 1 2 3 4; do
+      for m in pcgrad_direction pcgrad_magnitude; do
+        echo "fig3-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s"
+      done
+      echo "fig3-gradnorm-s$s --config pcgrad-fig4 --balancer gradnorm --seed $s"
+    done
+  fi
+  if [[ $which == mt10 || $which == all ]]; then
+    for s in 0 1 2 3 4; do
+      for m in none pcgrad cagrad; do
+        echo "mt10-$m-s$s --config mt10-cpu --surgery $m --seed $s train.total_steps=300000"
+      done
+    done
+  fi
+}
+
+run_one() {
+  local name=$1 dir=$OUT/$1
+  shift
+  exec {lock}>"$dir.lock"
+  flock -n "$lock" || return 0
+  if grep -qs '"final": true' "$dir/metrics.jsonl"; then
+    return 0
+  elif compgen -G "$dir/checkpoints/step-*.pt" >/dev/null; then
+    mtrl-train --resume "$dir" --no-progress >>"$dir.log" 2>&1
+  else
+    [[ -e $dir ]] && mv "$dir" "$dir.failed-$(date +%s)"
+    mtrl-train "$@" --out "$dir" --no-progress >"$dir.log" 2>&1
+  fi
+}
+export -f run_one
+
+mkdir -p "$OUT"
+plan "${1:-all}" | xargs -P "$JOBS" -L 1 bash -c 'run_one "$0" "$@" || echo "failed: $0 (see $OUT/$0.log)"'

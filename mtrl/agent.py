@@ -33,7 +33,7 @@ from mtrl.capture import GraphedUpdate
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
 from mtrl.models import ModelSpec, task_specific_parameters
 from mtrl.networks import Actor, TwinCritic, make_temperature
-from mtrl.replay import Batch, task_means
+from mtrl.replay import Batch, batch_mean, task_means
 from mtrl.seeding import stream_seed
 from mtrl.staging import to_device, to_host
 
@@ -82,20 +82,20 @@ class CriticInputs(NamedTuple):
     obs: torch.Tensor
     action: torch.Tensor
     target: torch.Tensor
-    weight: torch.Tensor
+    drawn: torch.Tensor
 
 
 class ActorInputs(NamedTuple):
     obs: torch.Tensor
     noise: torch.Tensor
     alpha: torch.Tensor
-    weight: torch.Tensor
+    drawn: torch.Tensor
 
 
 class AlphaInputs(NamedTuple):
     task_onehot: torch.Tensor
     log_prob: torch.Tensor
-    weight: torch.Tensor
+    drawn: torch.Tensor
 
 
 class Component(NamedTuple):
@@ -278,8 +278,8 @@ class MTSAC:
     # ----------------------------------------------------------------------------- losses
     def _critic_loss(self, params: Params, batch: CriticInputs) -> torch.Tensor:
         q1, q2 = functional_call(self.critic, params, (batch.obs, batch.action))
-        losses = task_means((q1 - batch.target).pow(2), batch.weight) + task_means(
-            (q2 - batch.target).pow(2), batch.weight
+        losses = task_means((q1 - batch.target).pow(2), batch.drawn) + task_means(
+            (q2 - batch.target).pow(2), batch.drawn
         )
         return losses / 2 if self.config.critic_reduction == "mean" else losses
 
@@ -287,11 +287,11 @@ class MTSAC:
         action, log_prob = functional_call(self.actor, params, (batch.obs, batch.noise))
         critic = {k: v.detach() for k, v in self.components["critic"].params.items()}
         q1, q2 = functional_call(self.critic, critic, (batch.obs, action))
-        return task_means(batch.alpha * log_prob - torch.minimum(q1, q2), batch.weight)
+        return task_means(batch.alpha * log_prob - torch.minimum(q1, q2), batch.drawn)
 
     def _alpha_loss(self, params: Params, batch: AlphaInputs) -> torch.Tensor:
         log_alpha = functional_call(self.temperature, params, (batch.task_onehot,))
-        return task_means(-log_alpha * (batch.log_prob + self.target_entropy), batch.weight)
+        return task_means(-log_alpha * (batch.log_prob + self.target_entropy), batch.drawn)
 
     @torch.no_grad()
     def critic_target_values(self, batch: Batch) -> torch.Tensor:
@@ -329,14 +329,14 @@ class MTSAC:
         onehot = self.task_onehot(batch.obs)
         target = self.critic_target_values(batch)
         critic_losses = self._descend(
-            self.components["critic"], CriticInputs(batch.obs, batch.action, target, batch.weight)
+            self.components["critic"], CriticInputs(batch.obs, batch.action, target, batch.drawn)
         )
 
         with torch.no_grad():
             alpha = self.temperature(onehot).exp()
         noise = self._noise(batch.action.shape)
         actor_losses = self._descend(
-            self.components["actor"], ActorInputs(batch.obs, noise, alpha, batch.weight)
+            self.components["actor"], ActorInputs(batch.obs, noise, alpha, batch.drawn)
         )
 
         # The temperature loss uses the updated actor's log-probabilities on the same noise (as
@@ -344,7 +344,7 @@ class MTSAC:
         with torch.no_grad():
             _, log_prob = self.actor(batch.obs, noise)
         alpha_losses = self._descend(
-            self.components["alpha"], AlphaInputs(onehot, log_prob, batch.weight)
+            self.components["alpha"], AlphaInputs(onehot, log_prob, batch.drawn)
         )
 
         self._update_targets()
@@ -353,8 +353,8 @@ class MTSAC:
             "actor_loss": actor_losses,
             "alpha_loss": alpha_losses,
             "alpha": self.temperature.log_alpha.detach().exp(),
-            "entropy": -task_means(log_prob, batch.weight),
-            "q_target": task_means(target, batch.weight),
+            "entropy": -task_means(log_prob, batch.drawn),
+            "q_target": task_means(target, batch.drawn),
             **self._diagnostics,  # clipping norms, balancer weights, due gradient diagnostics
         }
         self._diagnostics = {}
@@ -383,7 +383,7 @@ class MTSAC:
         rows = None
         if method is None:
             losses = component.loss(params, inputs)
-            objective = (losses * inputs.weight.sum(-1)).sum()  # the mean over the batch
+            objective = batch_mean(losses, inputs.drawn)
             if balancer is not None:
                 weights = self._balancer_weights(component, balancer, losses.detach())
                 if "grad_norms" in balancer.needs:

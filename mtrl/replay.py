@@ -32,17 +32,24 @@ class Batch(NamedTuple):
     """1.0 where the episode truly ended; the critic target does not bootstrap there."""
     truncated: torch.Tensor
     """1.0 where the time limit cut the episode; the target still bootstraps there."""
-    weight: torch.Tensor
-    """Each slot's weight in the mean over the batch: 1/B for a drawn transition, 0 for a padding
-    slot. A task's loss is the weighted mean over its row, the batch loss the weighted sum of all
-    slots (see [task_means][mtrl.replay.task_means]); a balanced batch has 1/(K n) everywhere."""
+    drawn: torch.Tensor
+    """1.0 for a drawn transition, 0.0 for a padding slot (all ones in a balanced batch). A
+    task's loss is the mean over its drawn transitions, the batch loss the mean over all of them
+    ([task_means][mtrl.replay.task_means], [batch_mean][mtrl.replay.batch_mean])."""
 
 
-def task_means(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def task_means(values: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
     """Each task's mean of ``values`` over its drawn transitions (``[..., n] -> [...]``); 0 for a
-    task without any (uniform sampling can draw none of a task)."""
-    total = weight.sum(-1)
-    return (values * weight).sum(-1) / total.clamp_min(torch.finfo(total.dtype).tiny)
+    task without any (uniform sampling can draw none of a task). On a balanced batch it is
+    ``values.mean(-1)``, bit for bit."""
+    return (values * drawn).sum(-1) / drawn.sum(-1).clamp_min(1.0)
+
+
+def batch_mean(task_losses: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+    """The mean over all drawn transitions of a batch from its K task means: each task weighted
+    by its number of draws (the mean of the K for a balanced batch)."""
+    counts = drawn.sum(-1)
+    return (task_losses * counts).sum() / counts.sum()
 
 
 class MultiTaskReplay:
@@ -105,17 +112,14 @@ class MultiTaskReplay:
 
     def sample(self, per_task: int) -> Batch:
         """``per_task`` transitions of every task, uniformly with replacement from its buffer."""
-        weight = torch.full(
-            (self.num_tasks, per_task), 1.0 / (self.num_tasks * per_task), device=self.device
-        )
-        return self._gather(per_task, weight)
+        return self._gather(per_task, torch.ones(self.num_tasks, per_task, device=self.device))
 
     def sample_uniform(self, total: int) -> Batch:
         """``total`` transitions drawn uniformly with replacement from all stored transitions.
 
         The number of draws of each task is multinomial (``total`` draws, probability 1/K each);
         row k holds [uniform_slots][mtrl.replay.uniform_slots] independent uniform draws from
-        task k, of which the first ``count_k`` carry weight 1/``total``. Shapes are fixed and
+        task k, of which the first ``count_k`` are drawn (``Batch.drawn``). Shapes are fixed and
         nothing waits for the device. A task drawn more often than the slots (probability below
         1e-12 per batch) keeps only that many draws.
         """
@@ -127,9 +131,9 @@ class MultiTaskReplay:
             0, tasks, torch.ones(total, device=self.device)
         )
         drawn = torch.arange(slots, device=self.device) < counts.unsqueeze(-1)
-        return self._gather(slots, drawn.float() / total)
+        return self._gather(slots, drawn.float())
 
-    def _gather(self, per_task: int, weight: torch.Tensor) -> Batch:
+    def _gather(self, per_task: int, drawn: torch.Tensor) -> Batch:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         index = torch.randint(
@@ -144,7 +148,7 @@ class MultiTaskReplay:
             next_obs,
             terminated.squeeze(-1),
             truncated.squeeze(-1),
-            weight,
+            drawn,
         )
 
 

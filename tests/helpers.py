@@ -68,7 +68,7 @@ def make_batch(seed: int = 0) -> Batch:
         next_obs=obs(),
         terminated=torch.zeros(K, N),
         truncated=torch.zeros(K, N),
-        weight=torch.full((K, N), 1.0 / (K * N)),
+        drawn=torch.ones(K, N),
     )
 
 

@@ -50,7 +50,7 @@ def test_losses_are_per_task_and_agree_with_their_vmapped_slices():
     agent = make_agent(multi_head=True)
     batch = make_batch()
     target = agent.critic_target_values(batch)
-    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.drawn)
     critic = agent.components["critic"]
     losses = critic.loss(critic.params, inputs)
     assert losses.shape == (K,)
@@ -66,7 +66,7 @@ def test_each_temperature_only_sees_its_own_task():
     batch = make_batch()
     alpha = agent.components["alpha"]
     log_prob = torch.randn(K, N)
-    inputs = AlphaInputs(agent.task_onehot(batch.obs), log_prob, batch.weight)
+    inputs = AlphaInputs(agent.task_onehot(batch.obs), log_prob, batch.drawn)
     jacobian = torch.autograd.functional.jacobian(
         lambda log_alpha: alpha.loss({"log_alpha": log_alpha}, inputs), alpha.params["log_alpha"]
     )
@@ -165,11 +165,11 @@ def test_grad_clip_above_the_norm_changes_nothing():
 
 # ------------------------------------------------------------------ the papers' settings
 def uniform_batch(counts: list[int], seed: int = 0):
-    """A batch as a uniform draw lays it out: row k's first counts[k] slots drawn (weight
-    1/total), the rest padding (weight 0)."""
+    """A batch as a uniform draw lays it out: row k's first counts[k] slots drawn, the rest
+    padding."""
     batch = make_batch(seed)
     drawn = torch.arange(N) < torch.tensor(counts)[:, None]
-    return batch._replace(weight=drawn.float() / sum(counts)), drawn
+    return batch._replace(drawn=drawn.float()), drawn
 
 
 def test_a_uniform_batch_trains_on_the_mean_over_its_draws(monkeypatch):
@@ -181,7 +181,7 @@ def test_a_uniform_batch_trains_on_the_mean_over_its_draws(monkeypatch):
     batch, drawn = uniform_batch([5, 0, 2])
     critic = agent.components["critic"]
     target = agent.critic_target_values(batch)
-    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.drawn)
     losses = critic.loss(critic.params, inputs)
     obs, action, y = batch.obs[drawn], batch.action[drawn], target[drawn]
     q1, q2 = agent.critic(obs, action)
@@ -201,7 +201,7 @@ def test_mean_critic_reduction_halves_the_summed_loss():
     batch = make_batch()
     summed, mean = make_agent(), make_agent(critic_reduction="mean")
     target = summed.critic_target_values(batch)
-    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.drawn)
     a = summed.components["critic"].loss(summed.components["critic"].params, inputs)
     b = mean.components["critic"].loss(mean.components["critic"].params, inputs)
     torch.testing.assert_close(b, a / 2)
@@ -218,7 +218,7 @@ def test_a_shared_temperature_is_one_parameter_every_task_moves():
     alpha = agent.components["alpha"]
     assert list(alpha.params) == ["shared_log_alpha"] and alpha.shared_numel == 1
     log_prob = torch.randn(K, N)
-    inputs = AlphaInputs(agent.task_onehot(make_batch().obs), log_prob, make_batch().weight)
+    inputs = AlphaInputs(agent.task_onehot(make_batch().obs), log_prob, make_batch().drawn)
     jacobian = torch.autograd.functional.jacobian(
         lambda p: alpha.loss({"shared_log_alpha": p}, inputs), alpha.params["shared_log_alpha"]
     )
@@ -244,7 +244,7 @@ def test_pcgrad_combines_the_tasks_gradients_of_a_shared_temperature(same_sign, 
     assert "alpha" in agent.surgeries
     entropy_gap = torch.tensor([1.0, 2.0, 3.0] if same_sign else [1.0, -2.0, 3.0])
     log_prob = entropy_gap[:, None].expand(K, N) - agent.target_entropy
-    inputs = AlphaInputs(agent.task_onehot(make_batch().obs), log_prob, make_batch().weight)
+    inputs = AlphaInputs(agent.task_onehot(make_batch().obs), log_prob, make_batch().drawn)
     monkeypatch.setattr(alpha.optimizer, "step", lambda: None)
     agent._descend(alpha, inputs)
     grad = alpha.params["shared_log_alpha"].grad

@@ -32,7 +32,7 @@ def make_agent(
 
 def critic_inputs(agent: MTSAC, seed: int) -> CriticInputs:
     batch = make_batch(seed)
-    return CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch), batch.weight)
+    return CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch), batch.drawn)
 
 
 @pytest.mark.parametrize("surgery", ["none", "mean"])

@@ -46,7 +46,7 @@ def test_pcgrad_changes_the_gradient_when_tasks_conflict():
     batch = make_batch(seed=1)
     # task 0 wants larger Q values, task 1 smaller ones: their shared gradients conflict
     target = torch.tensor([10.0, -10.0, 0.0])[:, None].expand(K, batch.reward.shape[1])
-    inputs = CriticInputs(batch.obs, batch.action, target, batch.weight)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.drawn)
     mean_grad, pc_grad = critic_gradient(plain, inputs), critic_gradient(pcgrad, inputs)
     conflicts = pcgrad._diagnostics["diag/critic/conflict"].item()
     assert conflicts > 0, "the targets were chosen to make task gradients conflict"
@@ -72,7 +72,7 @@ def own_task_head_gradients(agent: MTSAC, inputs: CriticInputs) -> dict[str, tor
 def test_task_specific_heads_get_exactly_their_own_task_gradient(method):
     agent = make_agent(method, multi_head=True)
     batch = make_batch(seed=2)
-    inputs = CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch), batch.weight)
+    inputs = CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch), batch.drawn)
     expected = own_task_head_gradients(agent, inputs)
     critic = agent.components["critic"]
     assert list(critic.params)[-4:] == sorted(expected, key=list(critic.params).index)

@@ -204,8 +204,7 @@ def test_uniform_replay_sample_has_no_host_sync():
         replay.add(**transition(step))
     with sync_is_an_error():
         batch = replay.sample_uniform(total=12)
-    assert batch.weight.shape == batch.obs.shape[:2]
-    assert batch.weight.sum().item() == pytest.approx(1.0)
+    assert batch.drawn.shape == batch.obs.shape[:2] and batch.drawn.sum().item() == 12
 
 
 def test_captured_update_with_the_paper_settings_equals_the_eager_update():
@@ -233,7 +232,7 @@ def test_captured_update_with_the_paper_settings_equals_the_eager_update():
         batch = cuda_batch(seed)
         counts = torch.randint(0, N + 1, (K,), generator=torch.Generator().manual_seed(seed))
         drawn = torch.arange(N) < counts[:, None]
-        return batch._replace(weight=(drawn.float() / max(int(counts.sum()), 1)).to(CUDA))
+        return batch._replace(drawn=drawn.float().to(CUDA))
 
     eager, captured = paper_agent(False), paper_agent(True)
     for step in range(WARMUP + 4):

@@ -210,9 +210,9 @@ def component_inputs(agent: MTSAC) -> dict[str, object]:
         alpha = agent.temperature(agent.task_onehot(batch.obs)).exp()
     return {
         "critic": CriticInputs(
-            batch.obs, batch.action, agent.critic_target_values(batch), batch.weight
+            batch.obs, batch.action, agent.critic_target_values(batch), batch.drawn
         ),
-        "actor": ActorInputs(batch.obs, torch.randn(K, N, ACT), alpha, batch.weight),
+        "actor": ActorInputs(batch.obs, torch.randn(K, N, ACT), alpha, batch.drawn),
     }
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtrl.replay import MultiTaskReplay, uniform_slots
+from mtrl.replay import MultiTaskReplay, batch_mean, task_means, uniform_slots
 
 K, OBS, ACT = 3, 5, 2
 
@@ -87,17 +87,29 @@ def filled(capacity: int, steps: int, seed: int = 0) -> MultiTaskReplay:
     return replay
 
 
-def test_a_uniform_batch_keeps_each_task_in_its_row_and_weights_its_draws():
+def test_a_uniform_batch_keeps_each_task_in_its_row_and_marks_its_draws():
     batch = filled(capacity=50, steps=20).sample_uniform(total=12)
     slots = uniform_slots(12, K)
-    assert batch.obs.shape == (K, slots, OBS) and batch.weight.shape == (K, slots)
+    assert batch.obs.shape == (K, slots, OBS) and batch.drawn.shape == (K, slots)
     for k in range(K):
         assert torch.all(torch.div(batch.obs[k, :, 0], 100, rounding_mode="floor") == k)
-    drawn = batch.weight > 0
-    assert torch.all(batch.weight[drawn] == 1 / 12)
-    assert int(drawn.sum()) == 12, "exactly the batch's draws carry weight"
-    # a task's draws are the first slots of its row: the weights fall off once, never rise
+    assert set(batch.drawn.unique().tolist()) <= {0.0, 1.0}
+    drawn = batch.drawn > 0
+    assert int(drawn.sum()) == 12, "exactly the batch's draws are marked"
+    # a task's draws are the first slots of its row: the marks fall off once, never rise
     assert torch.all(drawn[:, 1:] <= drawn[:, :-1])
+    assert torch.all(filled(capacity=50, steps=20).sample(per_task=4).drawn == 1)
+
+
+def test_task_means_on_a_balanced_batch_are_the_plain_means_bit_for_bit():
+    values, ones = torch.randn(10, 13) * 100, torch.ones(10, 13)
+    assert torch.equal(task_means(values, ones), values.mean(-1))
+    drawn = (torch.arange(13) < torch.tensor([0, 13, 4, 1, 2, 3, 5, 6, 7, 8])[:, None]).float()
+    expected = torch.stack([values[k, : int(n)].mean() for k, n in enumerate(drawn.sum(-1))])
+    torch.testing.assert_close(task_means(values, drawn), expected.nan_to_num(0.0))
+    # the batch mean from the task means is the mean over every drawn value
+    mean = batch_mean(task_means(values, drawn), drawn)
+    torch.testing.assert_close(mean, values[drawn > 0].mean())
 
 
 def test_uniform_task_counts_are_those_of_uniform_draws_from_one_pool():
@@ -106,9 +118,7 @@ def test_uniform_task_counts_are_those_of_uniform_draws_from_one_pool():
     frequencies of 20000 batches against the exact pmf, and their mean and variance."""
     replay = filled(capacity=50, steps=20, seed=3)
     total, batches = 12, 20000
-    counts = torch.stack(
-        [(replay.sample_uniform(total).weight > 0).sum(-1) for _ in range(batches)]
-    )
+    counts = torch.stack([(replay.sample_uniform(total).drawn > 0).sum(-1) for _ in range(batches)])
     assert torch.all(counts.sum(-1) == total)
     pmf = torch.tensor(
         [math.comb(total, c) * (K - 1) ** (total - c) / K**total for c in range(total + 1)]
@@ -141,7 +151,7 @@ def test_uniform_draws_cover_a_pooled_fifo_buffer_uniformly():
     draws = 0
     for _ in range(3000):
         batch = replay.sample_uniform(total=10)
-        drawn = batch.weight > 0
+        drawn = batch.drawn > 0
         tasks = torch.div(batch.obs[..., 0], 100, rounding_mode="floor")[drawn]
         step = batch.obs[..., 0][drawn] - 100 * tasks
         for key in zip(tasks.int().tolist(), step.int().tolist(), strict=True):

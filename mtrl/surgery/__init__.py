@@ -20,9 +20,11 @@ from ._extras import (
     per_task_grads,
     torchjd_options,
 )
+from ._solvers import SolverWarning
 from .methods import METHODS
 
 __all__ = [
+    "SolverWarning",
     "Surgery",
     "assign_grads",
     "available",

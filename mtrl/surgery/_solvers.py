@@ -9,16 +9,32 @@ inputs fall back to documented answers.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
 _TINY = 1e-300
+EPS = float(np.finfo(np.float64).eps)
 MOVING = 1e-12
 """CAGrad's path: a multiplier that changes by less than this times |g_j| |g_0| per unit of t
 does not move (the row is a duplicate, or parallel to the support)."""
 RES = 1e-6
 """|sum_i w_i g_i| at most this share of sum_i |w_i| |g_i| counts as 0: a quadratic form of a
 Gram matrix resolves it only to about sqrt(K eps) of that sum."""
+
+
+class SolverWarning(RuntimeWarning):
+    """An exact solver stopped at a point that misses its optimality conditions by more than
+    its tolerance (the message says by how much); the result is the best point it found."""
+
+
+def _warn_unconverged(solver: str, violation: float, tolerance: float) -> None:
+    warnings.warn(
+        f"{solver} missed its optimality conditions by {violation:.1e} (tolerance "
+        f"{tolerance:.0e}, relative); the update may be off the optimum",
+        SolverWarning,
+        stacklevel=3,
+    )
 
 
 def cosine_matrix(G: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,6 +112,13 @@ def min_norm_simplex(G: np.ndarray, tol: float = 1e-10, max_iter: int | None = N
             lam = lam / lam.sum()
     w = np.zeros(K)
     w[S] = lam
+    x_dot = G @ w
+    xx = float(w @ x_dot)
+    # The stopping test, with the rounding of the products (a stop at max_iter or on a
+    # numerical cycle is reported, not returned silently).
+    violation = float(np.max(xx - x_dot - np.sqrt(max(xx, 0.0) * diag) * tol)) - 10 * K * EPS
+    if violation > 0.0:
+        _warn_unconverged("Wolfe's min-norm solver", violation, tol)
     return w
 
 
@@ -137,7 +160,12 @@ def nnqp(
             z[~P] = 0.0
             if not P.any():
                 break
-    return np.clip(z, 0.0, None)
+    z = np.clip(z, 0.0, None)
+    # The stopping test (a stop at max_iter is reported, not returned silently).
+    violation = float(np.max(-(A @ z + q) - thr, initial=0.0)) / scale
+    if violation > 10 * n * EPS:
+        _warn_unconverged("the non-negative QP solver", violation, tol)
+    return z
 
 
 def project_dual_cone(N: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -150,7 +178,11 @@ def project_dual_cone(N: np.ndarray, q: np.ndarray) -> np.ndarray:
     return nnqp(N, q)
 
 
-def _projection_piece(G, b, S):
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(u, v, alpha, beta) of ``_projection_piece``."""
+
+
+def _projection_piece(G: np.ndarray, b: np.ndarray, S: np.ndarray) -> Piece:
     """The piece of the path of projections p(t) of -t g_0 onto the rows' convex hull on which
     the support is S: weights w(t) = u + t v on S, and the multipliers lam(t) = alpha + t beta
     of every row (g_j - p).(-t g_0 - p) <= 0 written as lam_j = g_j.(p + t g_0) + kappa >= 0,
@@ -179,7 +211,9 @@ def _projection_piece(G, b, S):
     return u, v, alpha, beta
 
 
-def _project(G, b, t, w, g0):
+def _project(
+    G: np.ndarray, b: np.ndarray, t: float, w: np.ndarray, g0: float
+) -> tuple[np.ndarray, np.ndarray, Piece]:
     """The projection of -t g_0 onto the rows' convex hull, min 1/2 w.G w + t b.w over the
     simplex, by a primal active-set method started at the simplex point ``w``.
 
@@ -220,7 +254,9 @@ def _project(G, b, t, w, g0):
     return w, S, piece
 
 
-def _piece_interval(S, piece, t, moving):
+def _piece_interval(
+    S: np.ndarray, piece: Piece, t: float, moving: np.ndarray
+) -> tuple[float, float]:
     """The t over which a piece stays the path: weights >= 0 on S, moving multipliers >= 0
     off S (clamped to contain t)."""
     u, v, alpha, beta = piece
@@ -239,7 +275,7 @@ def _piece_interval(S, piece, t, moving):
     return min(lo, t), max(hi, t)
 
 
-def _root(f, lo: float, hi: float) -> float:
+def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
     """The root of a function that is > 0 at ``lo`` and <= 0 at ``hi`` (regula falsi with the
     Illinois modification: superlinear, and the bracket never widens)."""
     f_lo, f_hi = f(lo), f(hi)
@@ -264,7 +300,7 @@ def _root(f, lo: float, hi: float) -> float:
     return hi
 
 
-def cagrad_kkt(G, b, rho, w):
+def cagrad_kkt(G: np.ndarray, b: np.ndarray, rho: float, w: np.ndarray) -> float:
     """KKT violation max_i (F(w) - dF/dw_i) >= 0 of a simplex point w for CAGrad's dual
     F(w) = b.w + rho |g_w| (F is homogeneous, so w.grad = F: every partial derivative must be at
     least F, with equality on the support); inf where g_w = 0 (F is not differentiable there)."""
@@ -273,10 +309,6 @@ def cagrad_kkt(G, b, rho, w):
         return np.inf
     grad = b + rho * (G @ w) / r
     return max(float(b @ w) + rho * r - float(grad.min()), 0.0)
-
-
-class CAGradSolverWarning(RuntimeWarning):
-    """CAGrad's exact solver returned a point that misses the KKT conditions (see the message)."""
 
 
 def cagrad_dual(
@@ -291,8 +323,8 @@ def cagrad_dual(
     over x is convex in s = rho t), so that t is unique, and below 1 / rho (rows have norm <= 1).
     p(t) is piecewise linear in t.  Each step projects at one t (``_project``, an active-set
     method warm-started from the previous projection), which gives the piece through t
-    (``_projection_piece``, solved from G itself, scaled to its support, so rows 1e8 apart in
-    norm keep their precision) and the interval where that piece holds
+    (``_projection_piece``, solved on the cosine matrix, so rows 1e8 apart in norm keep their
+    precision) and the interval where that piece holds
     (``_piece_interval``); the root is found on the piece where |p(t)| - rho t changes sign.
     Otherwise the bracket around the root shrinks to that interval's far end and the next t is
     the root of the piece's extension (Newton's method on the pieces), or the bracket's
@@ -301,10 +333,9 @@ def cagrad_dual(
     The degenerate case (0 in H and F >= 0 on H, so g_w = 0 is optimal) shows as |p(t)| <=
     rho t down to t = 0 with p(0) = 0, or down to a t with p(t) = -t g_0 (-t g_0 in H), or as a
     root below ``1e-9 / c`` (|g_w| <= 1e-9 |g_0|) or with |g_w| below its rounding (``RES``);
-    there |g_w| is returned as 0 and the caller
-    applies its degenerate rule.  Any other answer is checked against the KKT conditions to
-    ``(tol + c K eps / |g_w|) |g_0|`` (``cagrad_kkt``, normalised units; the second term is the
-    rounding of g_w's direction); one that misses them comes with a ``CAGradSolverWarning``
+    there |g_w| is returned as 0 and the caller applies its degenerate rule.  Any other answer
+    is checked against the KKT conditions to ``tol |g_0|`` plus the check's own rounding
+    (``cagrad_kkt``, normalised units); one that misses them comes with a ``SolverWarning``
     giving its violation, never silently.
 
     Returns (w, |g_w|, rho) in the normalised units of ``G / max(diag G)``.
@@ -360,19 +391,17 @@ def cagrad_dual(
     r = norm(w)
     if not r > 0.0:
         return w, 0.0, rho
-    # g_w is known to about K eps of the largest row, its direction to K eps / r.
+    # The check's own rounding: g_w is known to about K eps (of the largest row), so its
+    # direction to K eps / r, and r^2 to K eps (sum_i w_i |g_i|)^2.
     violation = cagrad_kkt(G, b, rho, w)
-    if violation > g0 * (tol + c * K * np.finfo(float).eps / r):
-        warnings.warn(
-            f"CAGrad's exact solver missed the KKT conditions by {violation / g0:.1e} |g_0| "
-            f"(tolerance {tol:.0e}); the update may be off the optimum",
-            CAGradSolverWarning,
-            stacklevel=2,
-        )
+    if violation > g0 * (tol + c * K * EPS * (1.0 / r + (float(w @ row_norms) / r) ** 2)):
+        _warn_unconverged("CAGrad's exact solver", violation / g0, tol)
     return w, r, rho
 
 
-def _extension_root(G, S, piece, rho, low, high):
+def _extension_root(
+    G: np.ndarray, S: np.ndarray, piece: Piece, rho: float, low: float, high: float
+) -> float:
     """The next t to project at: where the piece's straight extension reaches |p| = rho t, if
     that is inside (low, high), else the midpoint."""
     u, v = piece[0], piece[1]

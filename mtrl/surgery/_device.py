@@ -11,8 +11,8 @@ Every problem here belongs to one family, batched over a leading dimension B:
     minimise  f(x) = c.x + rho sqrt(x^T Q x) + 1/2 x^T R x   over x >= 0,
               and sum(x) = 1 where ``simplex``.
 
-MGDA's min-norm point is (c = 0, rho = 1, R = 0, simplex), CAGrad's dual (c = Q m,
-rho = c |g_0|, R = 0, simplex), a projection onto the dual cone {d : g_i . d >= 0}
+MGDA's min-norm point is (c = 0, rho = 1, R = 0, simplex), CAGrad's dual divided by |g_0|
+(c = Q m / |g_0|, rho = c, R = 0, simplex), a projection onto the dual cone {d : g_i . d >= 0}
 (c = q, rho = 0, R = N, no simplex: CAGrad's degenerate case, UPGrad). The solver is a
 log-barrier interior-point method: a fixed schedule of barrier weights, a few Newton steps at
 each, then Newton's method on the support the barrier found, without the barrier (the exact

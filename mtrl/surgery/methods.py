@@ -277,9 +277,9 @@ class CAGrad(Surgery):
     the KKT conditions to 1e-10 |g_0|, or warns), so it has not the official SLSQP recipe's trap
     of returning its uniform start on a tiny raw Gram; one K x K device-to-host copy per call.
     Device solver: ``_device.cagrad_weights`` (interior point and a Newton polish, fixed
-    iteration counts, no host sync).  When 0 is in the convex hull and the
-    optimal g_w = 0, the update is the projection of g_0 onto the cone of directions that
-    conflict with no task (the optimal d closest to g_0).
+    iteration counts, no host sync).  When 0 is in the convex hull and the optimal g_w = 0, the
+    update is the projection of g_0 onto the cone of directions that conflict with no task (the
+    optimal d closest to g_0).
     """
 
     name = "cagrad"

@@ -114,6 +114,7 @@ def test_one_update_equals_the_sac_equations(monkeypatch, surgery):
     log_alpha = temperature.log_alpha
     alpha_losses = -(log_alpha[:, None] * (log_prob + ENTROPY)).mean(-1)
     alpha_grads = adam_step([log_alpha], alpha_losses.mean(), 3e-3)
+    entropy = -log_prob.mean(-1)
 
     with torch.no_grad():
         for slow, fast in zip(target.parameters(), critic.parameters(), strict=True):
@@ -124,6 +125,8 @@ def test_one_update_equals_the_sac_equations(monkeypatch, surgery):
     torch.testing.assert_close(metrics["critic_loss"], critic_losses.detach(), **close)
     torch.testing.assert_close(metrics["actor_loss"], actor_losses.detach(), **close)
     torch.testing.assert_close(metrics["alpha_loss"], alpha_losses.detach(), **close)
+    torch.testing.assert_close(metrics["entropy"], entropy, **close)
+    torch.testing.assert_close(metrics["alpha"], log_alpha.detach().exp(), **close)
     for name, grads in [("critic", critic_grads), ("actor", actor_grads), ("alpha", alpha_grads)]:
         for got, expected in zip(received[name], grads, strict=True):
             torch.testing.assert_close(got, expected, **close)

@@ -120,7 +120,8 @@ def test_soft_modularization_initialises_like_the_authors_init_py(dims):
             assert_uniform(weight, 1 / math.sqrt(weight.shape[0]))
         assert_constant(layer.bias, 0.1)
     for layer in uniform:
-        assert_uniform(torch.cat([layer.weight.flatten(), layer.bias]), 3e-3)
+        assert_uniform(layer.weight, 3e-3)
+        assert layer.bias.abs().max() <= 3e-3 and layer.bias.unique().numel() == layer.bias.numel()
     assert_uniform(net.task_embedding.table - 0.1, 1 / math.sqrt(HIDDEN[-1]))
 
 
@@ -190,17 +191,27 @@ def inputs(dims: Dims, samples: int = 3):
     return state, onehot, action if dims.action else None
 
 
+@pytest.mark.parametrize("fixed", [False, True], ids=["learned", "file"])
 @pytest.mark.parametrize("dims", [ACTOR, CRITIC], ids=["actor", "critic"])
-def test_care_forward_is_the_papers_mixture_of_encoders(dims):
-    """z = g(e_tau); alpha = softmax(h(z) / T); encoding = sum_k alpha_k E_k(s);
-    output = trunk([encoding, z(, a)])."""
+def test_care_forward_is_the_papers_mixture_of_encoders(dims, fixed):
+    """e_tau a learned row, or the fixed vector v_tau projected by two ReLU layers
+    (ReLU(W_2 ReLU(W_1 ReLU(v_tau) + b_1) + b_2)); z = g(ReLU(e_tau)); alpha = softmax(h(z) / T);
+    encoding = sum_k alpha_k E_k(s); output = trunk([encoding, z(, a)])."""
     temperature = 0.3
-    net = randomised(ModelSpec("care", {"temperature": temperature}, (32, 32)).build(dims))
+    vectors = torch.randn(TASKS, 12, generator=torch.Generator().manual_seed(2)) if fixed else None
+    spec = ModelSpec("care", {"temperature": temperature}, (32, 32), task_embeddings=vectors)
+    net = randomised(spec.build(dims))
     state, onehot, action = inputs(dims)
     out = net(state, onehot, action)
     for task in range(TASKS):
+        if fixed:
+            first, _, second = net.embedding.projection
+            v = F.relu(net.embedding.vectors[task].double())
+            embedding = F.relu(second.weight @ F.relu(first.weight @ v + first.bias) + second.bias)
+        else:
+            embedding = net.embedding.table[task]
         for i in range(state.shape[1]):
-            z = mlp(sequential_layers(net.context), F.relu(net.embedding.table[task]))
+            z = mlp(sequential_layers(net.context), F.relu(embedding))
             logits = mlp(sequential_layers(net.attention), z) / temperature
             alpha = softmax(logits)
             encoding = sum(
@@ -221,7 +232,7 @@ def test_care_forward_is_the_papers_mixture_of_encoders(dims):
 def test_moore_forward_is_the_papers_orthogonal_mixture(dims):
     """h_k = expert_k(s(, a)); u = Gram-Schmidt(h_1..h_k) (the authors' classical form);
     output = head_tau(tanh(sum_k c_tau,k u_k))."""
-    net = randomised(ModelSpec("moore", {"num_experts": 3}, (32, 32)).build(dims))
+    net = randomised(ModelSpec("moore", {"num_experts": 3}, (32, 28)).build(dims))
     state, onehot, action = inputs(dims)
     out = net(state, onehot, action)
     for task in range(TASKS):
@@ -251,12 +262,14 @@ def test_moore_forward_is_the_papers_orthogonal_mixture(dims):
 def test_soft_modularization_forward_is_the_papers_routing(dims):
     """Yang et al. Eq. 3-6 as in the authors' ModularGatedCascadeCondNet: module i of layer l+1
     reads ReLU(sum_j p^l_ij out^l_j), p^l_ij = softmax over the source modules j; the routing
-    of layer l is conditioned on p^1..p^{l-1}; three layers, so a middle one too."""
-    n = 3
-    options = {"num_layers": 3, "num_modules": n, "module_hidden": 8, "routing_hidden": 16}
-    net = randomised(ModelSpec("soft_modularization", options, (32, 24)).build(dims))
+    of layer l is conditioned on p^1..p^{l-1}; four layers, so two middle ones."""
+    n, L = 3, 4
+    options = {"num_layers": L, "num_modules": n, "module_hidden": 8, "routing_hidden": 16}
+    net = randomised(ModelSpec("soft_modularization", options, (32, 28, 24)).build(dims))
     state, onehot, action = inputs(dims)
     out = net(state, onehot, action)
+    widths = [(32, STATE + dims.action), (28, 32), (24, 28)]  # f: hidden_dims, the last linear
+    assert [tuple(layer.weight.shape) for layer in sequential_layers(net.observation)] == widths
 
     def probabilities(logits: Tensor) -> Tensor:  # row i: a softmax over the sources j
         table = logits.reshape(n, n)
@@ -270,11 +283,13 @@ def test_soft_modularization_forward_is_the_papers_routing(dims):
                 sequential_layers(net.routing_trunk), F.relu(net.task_embedding.table[task] * f)
             )
             p = [probabilities(net.route_first.weight @ F.relu(e) + net.route_first.bias)]
-            condition, route = net.route_conditions[0], net.route_middle[0]
-            gate = F.relu((condition.weight @ p[0].flatten() + condition.bias) * e)
-            p.append(probabilities(route.weight @ gate + route.bias))
-            last_condition = net.route_conditions[1]
-            flat = torch.cat([p[0].flatten(), p[1].flatten()])
+            for layer in range(1, L - 1):  # W_u^l conditions on all earlier p, W_d^l routes
+                condition, route = net.route_conditions[layer - 1], net.route_middle[layer - 1]
+                flat = torch.cat([q.flatten() for q in p])
+                gate = F.relu((condition.weight @ flat + condition.bias) * e)
+                p.append(probabilities(route.weight @ gate + route.bias))
+            last_condition = net.route_conditions[L - 2]
+            flat = torch.cat([q.flatten() for q in p])
             gate = F.relu((last_condition.weight @ flat + last_condition.bias) * e)
             logits = net.route_last.weight @ gate + net.route_last.bias
             q = softmax(logits)

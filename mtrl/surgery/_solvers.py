@@ -3,7 +3,8 @@
 Every function here works on a *normalised* problem (callers divide the Gram matrix by its largest
 diagonal entry or work with the cosine matrix), so tolerances are relative and the results do not
 depend on the overall scale of the gradients.  None of them ever returns NaN or Inf: degenerate
-inputs fall back to documented answers.
+inputs fall back to documented answers.  An iterative solver that stops short of its optimality
+conditions (beyond the rounding of its input) says so with a ``SolverWarning``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Representations" (ICML), as in the authors' code (facebookresearch/mtrl: the ``m
 - Context ``z`` (``context_dim``): the task's embedding, then an MLP (two ReLU layers and a
   linear output). The paper embeds the task *descriptions* with a pretrained language model
   (RoBERTa) and keeps them fixed, projecting them with two ReLU layers first; give such vectors
-  with ``agent.task_embeddings`` ([load_task_embeddings][mtrl.models.load_task_embeddings]). Without a file every task gets a
-  learned embedding row instead (task-specific parameters).
+  with ``agent.task_embeddings`` ([load_task_embeddings][mtrl.models.load_task_embeddings]).
+  Without a file every task gets a learned embedding row instead (task-specific parameters).
 - Attention over the encoders: ``softmax(MLP(z) / temperature)``. Its gradient reaches ``z``:
   the critic loss trains the context through the attention weights too. (The authors' config
   asks for ``should_detach_task-encoding``, but their code reads ``should_detach_task_encoding``;

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import pickle
-import random
 import re
 import signal
 import threading
@@ -577,22 +576,16 @@ def _restore_envs(envs: gym.vector.VectorEnv, saved: list[dict[str, Any]]) -> np
 
 
 def _rng_state(run: Run) -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-        "action": run.action_rng.bit_generator.state,
-    }
+    """The warm-up actions' stream (the agent's, the replay's and the surgery methods' travel
+    with their owners). The global random states of Python, NumPy and torch (CPU and CUDA) are
+    not saved: they only seed the initialisation of the networks, which a resume overwrites, and
+    nothing draws from them after a run is built (every consumer has its own stream, see
+    :mod:`mtrl.seeding`; ``test_training_never_draws_from_the_global_random_states`` checks it).
+    Checkpoints of mtrl 0.2.0 and earlier hold them too; they are ignored."""
+    return {"action": run.action_rng.bit_generator.state}
 
 
 def _load_rng_state(run: Run, state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
     run.action_rng.bit_generator.state = state["action"]
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -45,7 +44,7 @@ from mtrl import stats
 from mtrl.config import RUN_ONLY_KEYS, flatten
 from mtrl.logger import METRICS_FILE, read_metrics
 from mtrl.published import Published, caveats, method_key, paper_number, reference_setting
-from mtrl.rundir import CONFIG_FILE, META_FILE
+from mtrl.rundir import CONFIG_FILE, META_FILE, file_slug
 from mtrl.stats import Estimate
 
 PROTOCOL_KEYS = ("name", "benchmark", "goal_mode", "max_episode_steps", "reward_version")
@@ -213,9 +212,6 @@ def protocol_label(key: ProtocolKey) -> str:
     )
 
 
-SLUG_MAX = 80
-
-
 def protocol_slug(key: ProtocolKey) -> str:
     """A file-name part for the protocol: letters, digits, ``._-`` only; a long one (a task-subset
     benchmark such as ``mt50:reach-v3,button-press-topdown-v3,...``) is cut and ends in a hash of
@@ -225,11 +221,7 @@ def protocol_slug(key: ProtocolKey) -> str:
         f"{p['benchmark']}-{p['name']}-{p['goal_mode']}-h{p['max_episode_steps']}-"
         f"{p['reward_version']}"
     )
-    slug = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in raw)
-    if len(slug) > SLUG_MAX:
-        digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
-        slug = f"{slug[: SLUG_MAX - 11]}-{digest}"
-    return slug
+    return file_slug(raw)
 
 
 MethodId = tuple[str, str, str]

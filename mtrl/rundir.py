@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -20,11 +21,23 @@ from mtrl.config import Config, ConfigError, flatten, to_yaml
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
+SLUG_MAX = 80
+
+
+def file_slug(text: str, limit: int = SLUG_MAX) -> str:
+    """A file-name part: ASCII letters, digits and ``._-`` only (any other character becomes
+    ``-``); a longer one (a task set of many tasks) is cut and ends in a hash of the full text,
+    so that two texts never share a name."""
+    slug = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in text)
+    if len(slug) > limit:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+        slug = f"{slug[: limit - 11]}-{digest}"
+    return slug
 
 
 def default_run_dir(config: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    benchmark = config.env.benchmark.replace(":", "-")
+    benchmark = file_slug(config.env.benchmark, limit=60)
     method = config.surgery.name
     if config.balancer.name != "none":
         method = f"{config.balancer.name}+{method}"

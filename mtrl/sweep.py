@@ -44,7 +44,7 @@ from mtrl.cli import (
 from mtrl.config import Config, ConfigError, changed_keys, check_task_multiples, load_config
 from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
-from mtrl.rundir import CONFIG_FILE
+from mtrl.rundir import CONFIG_FILE, file_slug
 
 PROG = "mtrl-sweep"
 MANIFEST = "manifest.json"
@@ -245,9 +245,7 @@ def build_plan(
     ):
         vary_label = "-".join(_slug(f"{k.rsplit('.', 1)[-1]}{v}") for k, v in variant)
         name = "-".join(
-            filter(
-                None, [_slug(bench.name.replace(":", "-")), method.label, vary_label, f"s{seed}"]
-            )
+            filter(None, [file_slug(bench.name, limit=60), method.label, vary_label, f"s{seed}"])
         )
         run_dir = sweep_dir / name
         argv = [

@@ -98,6 +98,9 @@ def test_update_trains_every_component_and_reports_per_task_metrics():
     for key in ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_target"):
         assert metrics[key].shape == (K,), key
         assert torch.isfinite(metrics[key]).all(), key
+    assert not any(p.requires_grad for p in agent.critic_target.parameters())
+    agent.update(make_batch(seed=1))
+    assert agent.updates == 2  # the counter checkpoints and the diagnostics schedule read
 
 
 def test_polyak_update_moves_targets_by_tau():

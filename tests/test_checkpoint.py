@@ -272,15 +272,30 @@ def test_stale_temporary_files_are_removed_by_the_next_checkpoint(tmp_path):
     assert sorted(os.listdir(directory)) == ["step-0000000200.pt", "step-0000000300.pt"]
 
 
-@pytest.mark.parametrize("model", ["mlp", "multihead"])
-def test_agents_saved_by_mtrl_0_1_still_load_and_compute_the_same(model):
-    """tests/data holds agents written by mtrl 0.1.0 (before mtrl.models) with the outputs that
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "mtrl-0.1.0-mlp",
+        "mtrl-0.1.0-multihead",
+        "mtrl-0.2.0-soft_modularization",
+        "mtrl-0.2.0-care",
+        "mtrl-0.2.0-moore",
+        "mtrl-0.2.0-paco",
+    ],
+)
+def test_agents_saved_by_earlier_versions_still_load_and_compute_the_same(fixture):
+    """tests/data holds agents written by mtrl 0.1.0 (before mtrl.models) and by mtrl 0.2.0 (the
+    network models before their initialisation followed the authors' code; CARE's attention then
+    read the context detached, which changes gradients, not outputs), with the outputs that
     version computed; today's networks, loaded from them, compute the same."""
-    checkpoint = load_checkpoint(Path(__file__).parent / "data" / f"mtrl-0.1.0-{model}.pt")
+    checkpoint = load_checkpoint(Path(__file__).parent / "data" / f"{fixture}.pt")
     expected = checkpoint.state["expected"]
     obs, action = expected["obs"], expected["action"]
     k, a = obs.shape[0], action.shape[-1]
-    config = AgentConfig(hidden_dims=[16, 16], model=model)
+    if fixture.startswith("mtrl-0.1"):  # its config predates agent.model
+        config = AgentConfig(hidden_dims=[16, 16], model=fixture.split("-")[-1])
+    else:
+        config = checkpoint.config.agent
     agent = MTSAC(obs.shape[-1], a, k, config, seed=0)
     load_agent_networks(agent, checkpoint.state["agent"]["networks"])
     mean_action = agent.act(obs.reshape(-1, obs.shape[-1]).numpy(), deterministic=True)

@@ -2,14 +2,17 @@
 draw the same numbers."""
 
 import os
+import random
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from helpers import ACT, STATE, K
 
 from mtrl.agent import MTSAC
+from mtrl.checkpoint import load_checkpoint, step_file
 from mtrl.config import AgentConfig, SurgeryConfig, load_config
 from mtrl.replay import MultiTaskReplay
 from mtrl.seeding import stream_seed
@@ -96,3 +99,42 @@ def test_the_trainer_gives_noise_and_replay_sampling_their_own_streams(tmp_path)
     expected = torch.Generator().manual_seed(stream_seed(5, "replay.sampling"))
     assert torch.equal(replay_bits, torch.randint(1000, (20,), generator=expected))
     assert not torch.equal(replay_bits, noise_bits)
+
+
+def global_random_states() -> tuple:
+    numpy_state = np.random.get_state()
+    return (
+        random.getstate(),
+        (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
+        (torch.get_rng_state().tolist()),
+    )
+
+
+@pytest.mark.parametrize("surgery", ["graddrop"])
+def test_training_never_draws_from_the_global_random_states(tmp_path, surgery):
+    """What makes a resume exact without the global random states of Python, NumPy and torch
+    (checkpoints do not hold them): once a run is built, fresh or from a checkpoint, nothing
+    draws from them. Warm-up actions, updates (with the randomised surgery methods),
+    evaluations, episode resets and checkpoints all run on the run's own streams."""
+    overrides = [
+        "env.benchmark=mt1:reach-v3",
+        "env.max_episode_steps=20",
+        "agent.hidden_dims=[8]",
+        "agent.batch_per_task=4",
+        "train.total_steps=80",
+        "train.warmup_steps=30",
+        "train.buffer_size=1000",
+        "train.eval_every=40",
+        "train.eval_episodes=1",
+        "train.final_eval_episodes=1",
+        "checkpoint.every=40",
+        f"surgery.name={surgery}",
+    ]
+    config = load_config(None, overrides)
+    run = tmp_path / "run"
+    for resume in (None, "from the checkpoint at step 40"):
+        checkpoint = load_checkpoint(step_file(run, 40)) if resume else None
+        trainer = Trainer(config, run, progress=False, resume=checkpoint)
+        before = global_random_states()
+        trainer.run()
+        assert global_random_states() == before, resume or "fresh run"

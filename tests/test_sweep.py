@@ -15,6 +15,7 @@ import pytest
 
 import mtrl.cli
 from mtrl import sweep
+from mtrl.envs import parse_benchmark
 from mtrl.report import report_main
 from mtrl.sweep import (
     PREEMPTED,
@@ -103,6 +104,18 @@ def test_plan_is_the_full_grid_with_validated_configs(tmp_path, three_methods):
     assert run.config.agent.batch_per_task == 64
     assert run.config.agent.hidden_dims == [400, 400, 400]  # the mt10 preset, as mtrl-train
     assert run.argv[run.argv.index("--out") + 1] == str(tmp_path.resolve() / run.name)
+
+
+def test_task_sets_sweep_like_suites_with_safe_folder_names(tmp_path):
+    many = ",".join(parse_benchmark("mt10").task_names)
+    plan = build_plan(
+        tmp_path, ["mt50:reach-v3,push-v3", f"mt50:{many}"], ["none"], ["0"], config="smoke"
+    )
+    names = [r.name for r in plan]
+    assert names[0] == "mt50-reach-v3-push-v3-none-s0"
+    assert len(names[1]) < 80 and names[1].startswith("mt50-reach-v3-push-v3-pick-place-v3")
+    assert plan[0].config.env.benchmark == "mt50:reach-v3,push-v3"
+    assert plan[1].argv[plan[1].argv.index("--benchmark") + 1] == f"mt50:{many}"
 
 
 def test_bad_grid_fails_before_anything_is_written(tmp_path, capsys):

@@ -8,7 +8,10 @@ import pytest
 from helpers import EVAL, TRAIN, assert_same_checkpoint, run_module
 
 from mtrl.checkpoint import step_file
+from mtrl.config import load_config
+from mtrl.envs import parse_benchmark
 from mtrl.logger import read_metrics
+from mtrl.rundir import default_run_dir
 from mtrl.train import shares_among_conflicts
 
 PAIR = ("reach-v3", "button-press-topdown-v3")
@@ -99,3 +102,13 @@ def test_shares_among_conflicts_are_ratios_of_interval_means():
         "diag/critic/cond_a_given_conflict": pytest.approx(0.8),
         "diag/critic/xi_le_1_given_conflict": pytest.approx(0.2),
     }
+
+
+def test_default_run_folders_of_task_sets_are_short_and_distinct():
+    all_tasks = ",".join(parse_benchmark("mt50").task_names)
+    names = {
+        default_run_dir(load_config(overrides=[f"env.benchmark=mt50:{tasks}"])).name
+        for tasks in (all_tasks, all_tasks.replace("reach-v3,", ""), "reach-v3,push-v3")
+    }
+    assert len(names) == 3 and all(len(name) < 100 for name in names)
+    assert any(name.startswith("mt50-reach-v3-push-v3-none-s0-") for name in names)

@@ -10,6 +10,7 @@ observation) because a sample's task is selected by products with its one-hot, n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import ClassVar
@@ -81,21 +82,18 @@ class ParallelLinear(nn.Module):
     """``n`` independent linear layers (experts, modules, parameter sets) applied in one call.
 
     ``weight`` is ``[n, out, in]`` and ``bias`` ``[n, out]``; each of the n layers is initialised
-    like an ``nn.Linear`` of its own, or all n identically (``identical``, PaCo's choice).
+    like an ``nn.Linear`` of its own (models that follow other schemes re-initialise them).
     """
 
-    def __init__(self, n: int, in_dim: int, out_dim: int, identical: bool = False):
+    def __init__(self, n: int, in_dim: int, out_dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n, out_dim, in_dim))
         self.bias = nn.Parameter(torch.empty(n, out_dim))
         with torch.no_grad():
-            for i in range(1 if identical else n):
+            for i in range(n):
                 nn.init.kaiming_uniform_(self.weight[i], a=math.sqrt(5))
                 bound = 1 / math.sqrt(in_dim)
                 nn.init.uniform_(self.bias[i], -bound, bound)
-            if identical:
-                self.weight.copy_(self.weight[:1].expand_as(self.weight))
-                self.bias.copy_(self.bias[:1].expand_as(self.bias))
 
     def forward(self, x: Tensor) -> Tensor:
         """One input for all: ``[..., in] -> [..., n, out]`` (a single matrix product)."""
@@ -106,6 +104,20 @@ class ParallelLinear(nn.Module):
     def each(self, x: Tensor) -> Tensor:
         """One input per layer: ``[..., n, in] -> [..., n, out]``."""
         return torch.einsum("...ni,noi->...no", x, self.weight) + self.bias
+
+
+@torch.no_grad()
+def initialise(weight: Tensor, scheme: Callable[[Tensor], object], identical: bool = False) -> None:
+    """Apply a 2-D initialiser (an ``nn.init`` function) to an ``[out, in]`` weight, or to each
+    ``[out, in]`` slice of a stacked ``[n, out, in]`` weight: independently, or once and copied
+    to every slice (``identical``). The schemes of the authors' code live in each model."""
+    if weight.dim() == 2:
+        scheme(weight)
+        return
+    for i in range(1 if identical else len(weight)):
+        scheme(weight[i])
+    if identical:
+        weight.copy_(weight[:1].expand_as(weight))
 
 
 class PerTaskModule(nn.Module):

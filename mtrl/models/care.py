@@ -1,18 +1,27 @@
 """``care``: Sodhani et al. 2021, "Multi-Task Reinforcement Learning with Context-based
 Representations" (ICML), as in the authors' code (facebookresearch/mtrl: the ``moe`` encoder in
-``attention`` mode with the task encoder).
+``attention`` mode with the task encoder, the published CARE command of its baseline tutorial).
 
 - Context ``z`` (``context_dim``): the task's embedding, then an MLP (two ReLU layers and a
   linear output). The paper embeds the task *descriptions* with a pretrained language model
   (RoBERTa) and keeps them fixed, projecting them with two ReLU layers first; give such vectors
   with ``agent.task_embeddings`` ([load_task_embeddings][mtrl.models.load_task_embeddings]).
   Without a file every task gets a learned embedding row instead (task-specific parameters).
-- Attention over the encoders: ``softmax(MLP(z) / temperature)``, computed from ``z`` with its
-  gradient stopped (the authors' ``should_detach_task_encoding``).
+- Attention over the encoders: ``softmax(MLP(z) / temperature)``. Its gradient reaches ``z``:
+  the critic loss trains the context through the attention weights too. (The authors' config
+  asks for ``should_detach_task-encoding``, but their code reads ``should_detach_task_encoding``;
+  the misspelt key is never read, so nothing is detached in the runs their numbers come from.)
 - Mixture of ``num_experts`` encoders of the state (each ``Linear, ReLU, Linear``, width
   ``encoder_dim``), averaged with the attention weights.
 - The trunk (``hidden_dims``, ReLU, linear output) reads ``[encoding, z]`` (and the action, for
   a Q network: the action joins after the encoders, as in the authors' critic).
+
+Initialisation, as the authors' ``weight_init`` (applied to the whole actor, the whole critic
+and the task encoder): every linear layer (trunk, output, each expert's two layers, the
+attention MLP, the context MLP, the projection of fixed task vectors) has Xavier-uniform
+weights, U(+-sqrt(6 / (fan_in + fan_out))), each expert drawn on its own, and zero biases; a
+learned task embedding row is N(0, 1) (``torch.nn.Embedding``'s default, which their
+``weight_init`` leaves alone).
 
 Unlike the authors' code, the actor and each Q network have their own encoders and context
 network, each trained by its own loss (there, the actor's encoders are tied to the critic's and
@@ -30,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mtrl.models._base import Dims, Model, ParallelLinear, TaskTable, mlp_with_head
+from mtrl.models._base import Dims, Model, ParallelLinear, TaskTable, initialise, mlp_with_head
 from mtrl.surgery._base import Option, check_float, check_int
 
 
@@ -56,7 +65,7 @@ class CAREModel(Model):
         super().__init__()
         self.temperature = temperature
         self.embedding: nn.Module = (
-            TaskTable(dims.tasks, context_dim)
+            TaskTable(dims.tasks, context_dim, init="normal")
             if task_embeddings is None
             else FixedEmbedding(task_embeddings, context_dim)
         )
@@ -65,14 +74,24 @@ class CAREModel(Model):
         self.encoder_in = ParallelLinear(num_experts, dims.state, encoder_dim)
         self.encoder_out = ParallelLinear(num_experts, encoder_dim, encoder_dim)
         self.trunk = mlp_with_head(encoder_dim + context_dim + dims.action, hidden_dims, dims.out)
+        xavier_and_zero_biases(self)
 
     def forward(self, state: Tensor, task: Tensor, action: Tensor | None = None) -> Tensor:
         z = self.context(F.relu(self.embedding(task)))
-        weights = F.softmax(self.attention(z.detach()) / self.temperature, -1)
+        weights = F.softmax(self.attention(z) / self.temperature, -1)
         encodings = self.encoder_out.each(F.relu(self.encoder_in(state)))
         encoding = (weights.unsqueeze(-1) * encodings).sum(-2)
         inputs = [encoding, z] if action is None else [encoding, z, action]
         return self.trunk(torch.cat(inputs, -1))
+
+
+def xavier_and_zero_biases(module: nn.Module) -> None:
+    """The authors' ``weight_init`` on every linear layer below ``module``: Xavier-uniform
+    weights (each expert of a ``ParallelLinear`` on its own), zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, ParallelLinear)):
+            initialise(layer.weight, nn.init.xavier_uniform_)
+            nn.init.zeros_(layer.bias)
 
 
 class FixedEmbedding(nn.Module):

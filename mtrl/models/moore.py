@@ -5,10 +5,20 @@ Experts" (ICLR), as in the authors' code (AhmedMagdyHendawy/MOORE, ``MetaworldSA
   Q network) whose last layer is linear: k representations of width ``hidden_dims[-1]``;
 - Gram-Schmidt over the k representations of every sample: an orthonormal basis of their span;
 - the task's weights over the experts (a learned row per task: the authors' bias-free
-  ``Linear(one-hot, k)``, Xavier-initialised) combine the basis vectors, then ``tanh``;
+  ``Linear(one-hot, k)``) combine the basis vectors, then ``tanh``;
 - one linear output head per task (the paper's multi-head output).
 
 The task weights and the heads are task-specific parameters; the experts are shared.
+
+Initialisation, as in the authors' code:
+
+- experts: ``torch.nn.Linear``'s default, each expert and layer drawn on its own: weights
+  U(+-1/sqrt(fan_in)), biases U(+-1/sqrt(fan_in)). The authors' networks set Xavier weights
+  first, but their ``ParallelLayer`` calls ``reset_parameters()`` on the layers before copying
+  them into each expert, which restores the default; the runs behind their numbers had it.
+- task weights: Xavier uniform, U(+-sqrt(6 / (K + k))).
+- output heads: Xavier-uniform weights, U(+-sqrt(6 / (hidden_dims[-1] + out))) per head, and
+  ``torch.nn.Linear``'s default biases, U(+-1/sqrt(hidden_dims[-1])).
 """
 
 from __future__ import annotations
@@ -20,7 +30,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mtrl.models._base import Dims, Model, ParallelLinear, TaskHeads, TaskTable, with_action
+from mtrl.models._base import (
+    Dims,
+    Model,
+    ParallelLinear,
+    TaskHeads,
+    TaskTable,
+    initialise,
+    with_action,
+)
 from mtrl.surgery._base import Option, check_int
 
 EPS = 1e-12
@@ -40,6 +58,8 @@ class MOOREModel(Model):
         self.experts = nn.ModuleList(ParallelLinear(num_experts, a, b) for a, b in pairwise(widths))
         self.task_weights = TaskTable(dims.tasks, num_experts, init="xavier")
         self.heads = TaskHeads(hidden_dims[-1], dims.out, dims.tasks)
+        # The K heads are the [out, hidden] blocks of one wide layer: Xavier on each block.
+        initialise(self.heads.linear.weight.view(dims.tasks, dims.out, -1), nn.init.xavier_uniform_)
 
     def forward(self, state: Tensor, task: Tensor, action: Tensor | None = None) -> Tensor:
         first, *rest = self.experts

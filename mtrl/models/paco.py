@@ -6,8 +6,19 @@ task ``tau`` uses the layer ``theta_tau = Phi w_tau``, with ``w_tau`` its compos
 learned row per task: the authors' bias-free ``Linear(one-hot, S)`` drawn from N(0, 1)). A linear
 layer is linear in its parameters, so ``(sum_s w_s W_s) x + sum_s w_s b_s = sum_s w_s (W_s x +
 b_s)``: the S layer outputs are combined instead of the weights. The MLP has ReLU layers of
-``hidden_dims`` and a compositional linear output layer. As in the authors' configuration the S
-parameter sets start identical (``identical_init``) and the biases at zero.
+``hidden_dims`` and a compositional linear output layer.
+
+Initialisation, as the authors' ALF fork (``CompositionalFC`` with ``kernel_identical_init``, the
+actor and critic networks of its MT10 configuration): the S parameter sets start identical
+(``identical_init``: one draw copied to all S; otherwise S independent draws of the same
+distribution) and every bias at 0.
+
+- actor, hidden layers: Xavier uniform, U(+-sqrt(6 / (fan_in + fan_out)));
+- actor, output layer (the mean's and the log-std's rows alike): a normal of std
+  0.3 / sqrt(fan_in) truncated at two of its standard deviations (ALF's variance scaling with
+  gain 0.3, whose truncation keeps that std);
+- Q network, hidden layers: U(+-1/sqrt(fan_in)); output layer: U(+-3e-3);
+- compositional vectors: N(0, 1).
 
 Unlike the authors' code, the actor and each Q network have their own compositional vectors,
 each trained by its own loss (there, one ``w_tau`` serves both, trained with the sum of the
@@ -17,13 +28,14 @@ loss explodes and resetting its ``w_tau``) is not implemented.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import ClassVar
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mtrl.models._base import Dims, Model, ParallelLinear, TaskTable, with_action
+from mtrl.models._base import Dims, Model, ParallelLinear, TaskTable, initialise, with_action
 from mtrl.surgery._base import Option, check_bool, check_int
 
 
@@ -40,9 +52,15 @@ class PaCoModel(Model):
         super().__init__()
         widths = [dims.state + dims.action, *hidden_dims, dims.out]
         self.layers = nn.ModuleList(
-            ParallelLinear(num_param_sets, a, b, identical=identical_init)
-            for a, b in pairwise(widths)
+            ParallelLinear(num_param_sets, a, b) for a, b in pairwise(widths)
         )
+        *hidden, out = self.layers
+        actor = dims.action == 0
+        for layer in hidden:
+            initialise(
+                layer.weight, nn.init.xavier_uniform_ if actor else fan_in_uniform, identical_init
+            )
+        initialise(out.weight, truncated_normal_03 if actor else uniform_3e3, identical_init)
         for layer in self.layers:
             nn.init.zeros_(layer.bias)
         self.compositions = TaskTable(dims.tasks, num_param_sets, init="normal")
@@ -54,3 +72,23 @@ class PaCoModel(Model):
         for layer in rest:
             x = (weights * layer(F.relu(x))).sum(-2)
         return x
+
+
+def fan_in_uniform(weight: Tensor) -> Tensor:
+    """U(+-1/sqrt(fan_in)) for an ``[out, in]`` weight (ALF's critic default)."""
+    bound = 1.0 / math.sqrt(weight.shape[1])
+    return nn.init.uniform_(weight, -bound, bound)
+
+
+def uniform_3e3(weight: Tensor) -> Tensor:
+    return nn.init.uniform_(weight, -3e-3, 3e-3)
+
+
+def truncated_normal_03(weight: Tensor) -> Tensor:
+    """Std 0.3 / sqrt(fan_in) after truncation at +-2 sigma (ALF's projection layers)."""
+    sigma = 0.3 / math.sqrt(weight.shape[1]) / TRUNCATED_STD
+    return nn.init.trunc_normal_(weight, std=sigma, a=-2 * sigma, b=2 * sigma)
+
+
+TRUNCATED_STD = 0.87962566
+"""Standard deviation of a unit normal truncated at +-2."""

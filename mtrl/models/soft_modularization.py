@@ -21,6 +21,18 @@ the bias only adds the same vector to every row, so the rows alone express the s
 the embedding is purely task-specific (gradient surgery never mixes it). The paper's loss
 re-weighting by the temperatures is a loss balancer, not part of the network; batch norm (off in
 the authors' Meta-World configs) is not offered.
+
+Initialisation, as the authors' ``torchrl/networks/init.py`` (``basic_init`` and
+``uniform_init``):
+
+- every bias is 0.1, and every weight U(+-1/sqrt(out_features)): the observation MLP, the
+  routing trunk, the conditioning layers W_u, every module of every layer (each drawn on its
+  own). Their ``_fanin_init`` reads the first dimension of a ``[out, in]`` weight, i.e. the
+  output width; that is what their runs used, so it is kept.
+- the output layer and the routing network's output layers (W_d of every layer and the last
+  layer's weights): weights and biases U(+-3e-3).
+- the task embedding: U(+-1/sqrt(D)) plus 0.1 in every entry (the authors' weight, drawn as
+  above, with their bias of 0.1 folded into the rows).
 """
 
 from __future__ import annotations
@@ -31,7 +43,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mtrl.models._base import Dims, Model, ParallelLinear, TaskTable, mlp_with_head, with_action
+from mtrl.models._base import (
+    Dims,
+    Model,
+    ParallelLinear,
+    TaskTable,
+    initialise,
+    mlp_with_head,
+    with_action,
+)
 from mtrl.surgery._base import Option, check_int
 
 
@@ -77,6 +97,22 @@ class SoftModularizationModel(Model):
             ParallelLinear(num_modules, module_hidden, module_hidden) for _ in range(num_layers - 1)
         )
         self.head = nn.Linear(module_hidden, dims.out)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """The authors' ``basic_init`` everywhere, ``uniform_init`` on the output layers, and
+        the folded task embedding (see the module's docstring)."""
+        for layer in self.modules():
+            if isinstance(layer, (nn.Linear, ParallelLinear)):
+                initialise(layer.weight, basic_weight)
+                nn.init.constant_(layer.bias, 0.1)
+        for layer in [self.route_first, *self.route_middle, self.route_last, self.head]:
+            nn.init.uniform_(layer.weight, -3e-3, 3e-3)
+            nn.init.uniform_(layer.bias, -3e-3, 3e-3)
+        table = self.task_embedding.table  # [K, D]: the transpose of their [D, K] weight
+        with torch.no_grad():
+            basic_weight(table.T)
+            table.add_(0.1)
 
     def forward(self, state: Tensor, task: Tensor, action: Tensor | None = None) -> Tensor:
         features = self.observation(with_action(state, action))
@@ -101,3 +137,9 @@ class SoftModularizationModel(Model):
     @staticmethod
     def _flat(transitions: list[Tensor]) -> Tensor:
         return torch.cat([p.flatten(-2) for p in transitions], -1)
+
+
+def basic_weight(weight: Tensor) -> Tensor:
+    """U(+-1/sqrt(weight.shape[0])) for an ``[out, in]`` weight: the authors' ``_fanin_init``."""
+    bound = weight.shape[0] ** -0.5
+    return nn.init.uniform_(weight, -bound, bound)

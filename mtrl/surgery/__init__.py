@@ -23,9 +23,11 @@ from ._extras import (
     step_curvature,
     torchjd_options,
 )
+from ._solvers import SolverWarning
 from .methods import METHODS
 
 __all__ = [
+    "SolverWarning",
     "Surgery",
     "assign_grads",
     "available",

@@ -11,8 +11,8 @@ Every problem here belongs to one family, batched over a leading dimension B:
     minimise  f(x) = c.x + rho sqrt(x^T Q x) + 1/2 x^T R x   over x >= 0,
               and sum(x) = 1 where ``simplex``.
 
-MGDA's min-norm point is (c = 0, rho = 1, R = 0, simplex), CAGrad's dual (c = Q m,
-rho = c |g_0|, R = 0, simplex), a projection onto the dual cone {d : g_i . d >= 0}
+MGDA's min-norm point is (c = 0, rho = 1, R = 0, simplex), CAGrad's dual divided by |g_0|
+(c = Q m / |g_0|, rho = c, R = 0, simplex), a projection onto the dual cone {d : g_i . d >= 0}
 (c = q, rho = 0, R = N, no simplex: CAGrad's degenerate case, UPGrad). The solver is a
 log-barrier interior-point method: a fixed schedule of barrier weights, a few Newton steps at
 each, then Newton's method on the support the barrier found, without the barrier (the exact
@@ -48,6 +48,9 @@ dimensions its multipliers are not unique, and the ridge picks small ones (the u
 same)."""
 DEGENERATE = 1e-9
 """CAGrad: |g_w| at or below this share of |g_0| counts as 0 (the exact solver's threshold)."""
+RES = 1e-6
+"""CAGrad: |g_w| at or below this share of sum_i w_i |g_i| counts as 0, as in the exact solver:
+a Gram quadratic form does not resolve it."""
 SUPPORTS = range(2, 8)
 """Candidate supports for the polish: the entries above 10^-s of the largest one, s in these."""
 _TINY = 1e-300
@@ -267,12 +270,16 @@ def cagrad_weights(G: Tensor, m: Tensor, M: Tensor, c: float) -> Tensor:
     inv = torch.where(active, 1 / torch.where(active, norms, 1.0), 0.0)
     zeros = torch.zeros_like(Q)
     cone, scale = _dual_cone_problems(N, active, ((Q @ m) * inv)[None])
-    x = solve(_concat(_batch((Q, Q @ m, rho, zeros, True)), cone))
+    g0 = g0sq.clamp(min=0).sqrt()
+    # The dual divided by |g_0| (the same minimiser): its terms are O(|g_w|), so the barrier's
+    # absolute accuracy is relative to the problem's own scale.
+    x = solve(_concat(_batch((Q, Q @ m / g0.clamp(min=_TINY), c, zeros, True)), cone))
     w, z = x[0], x[1] * scale[0]
     gw = (w @ Q @ w).clamp(min=0).sqrt()
     dual = mean_w + (rho / gw.clamp(min=_TINY)) * (w @ M)
     projection = mean_w + (z * inv) @ M
-    regular = gw > DEGENERATE * g0sq.clamp(min=0).sqrt()
+    # g_w = 0 when it is at most DEGENERATE |g_0|, or below the rounding of the quadratic form.
+    regular = (gw > DEGENERATE * g0) & (gw > RES * (w.abs() @ norms))
     out = torch.where(regular, dual, projection)
     return torch.where((top > 0) & (g0sq > 1e-30), out, mean_w)
 

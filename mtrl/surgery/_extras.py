@@ -181,7 +181,7 @@ def gram_diagnostics(grads: Tensor, update: Tensor | None = None) -> dict[str, T
 
 
 PAIR_KEYS = ("cos", "gms", "xi")
-"""The per-pair statistics of :func:`gram_diagnostics` (``pair_<key>``)."""
+"""The per-pair statistics of [gram_diagnostics][mtrl.surgery.gram_diagnostics] (``pair_<key>``)."""
 
 
 def _pair_statistics(dot: Tensor, sq_i: Tensor, sq_j: Tensor) -> dict[str, Tensor]:

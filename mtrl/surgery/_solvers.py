@@ -3,14 +3,52 @@
 Every function here works on a *normalised* problem (callers divide the Gram matrix by its largest
 diagonal entry or work with the cosine matrix), so tolerances are relative and the results do not
 depend on the overall scale of the gradients.  None of them ever returns NaN or Inf: degenerate
-inputs fall back to documented answers.
+inputs fall back to documented answers.  An iterative solver that stops short of its optimality
+conditions (beyond the rounding of its input) says so with a ``SolverWarning``.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import numpy as np
 
 _TINY = 1e-300
+EPS = float(np.finfo(np.float64).eps)
+FACE_PRECISION = 1e-12
+"""Wolfe's and the NNQP solver's optimality conditions hold to this (normalised units) where
+they stop: their least-squares solves on a face drop singular values below 1e-13."""
+MOVING = 1e-12
+"""CAGrad's path: a multiplier that changes by less than this times |g_j| |g_0| per unit of t
+does not move (the row is a duplicate, or parallel to the support)."""
+RES = 1e-6
+"""|sum_i w_i g_i| at most this share of sum_i |w_i| |g_i| counts as 0: a quadratic form of a
+Gram matrix resolves it only to about sqrt(K eps) of that sum."""
+
+
+class SolverWarning(RuntimeWarning):
+    """An exact solver stopped at a point that misses its optimality conditions by more than
+    its tolerance (the message says by how much); the result is the best point it found."""
+
+
+def _check_stop(solver: str, violation: float, allowed: float, G: np.ndarray) -> None:
+    """Warn (``SolverWarning``) when a solver's stopping point misses its optimality conditions:
+    ``violation`` above ``allowed`` and above what the rounding of ``G`` explains (a Gram
+    matrix computed in float32 is indefinite by about 1e-7 of its largest entry, and no
+    solver can do better than that); both in the units of G, whose diagonal is at most 1."""
+    if violation <= allowed:
+        return
+    indefinite = max(0.0, -float(np.linalg.eigvalsh(G)[0]))  # only computed on this rare path
+    if violation <= allowed + 10 * G.shape[0] * indefinite:
+        return
+    warnings.warn(
+        f"{solver} stopped {violation:.1e} off its optimality conditions (allowed "
+        f"{allowed:.0e}, in units of the largest squared gradient norm); the update may be "
+        "off the optimum",
+        SolverWarning,
+        stacklevel=3,
+    )
 
 
 def cosine_matrix(G: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,6 +126,12 @@ def min_norm_simplex(G: np.ndarray, tol: float = 1e-10, max_iter: int | None = N
             lam = lam / lam.sum()
     w = np.zeros(K)
     w[S] = lam
+    x_dot = G @ w
+    xx = float(w @ x_dot)
+    # The stopping test, up to the precision of the face solves (a stop at max_iter, or on a
+    # numerical cycle short of that precision, is reported, not returned silently).
+    violation = float(np.max(xx - x_dot - np.sqrt(max(xx, 0.0) * diag) * tol))
+    _check_stop("Wolfe's min-norm solver", violation, FACE_PRECISION, G)
     return w
 
 
@@ -129,7 +173,11 @@ def nnqp(
             z[~P] = 0.0
             if not P.any():
                 break
-    return np.clip(z, 0.0, None)
+    z = np.clip(z, 0.0, None)
+    # The stopping test (a stop at max_iter is reported, not returned silently).
+    violation = float(np.max(-(A @ z + q) - thr, initial=0.0)) / scale
+    _check_stop("The non-negative QP solver", violation, FACE_PRECISION, A)
+    return z
 
 
 def project_dual_cone(N: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -142,203 +190,241 @@ def project_dual_cone(N: np.ndarray, q: np.ndarray) -> np.ndarray:
     return nnqp(N, q)
 
 
-def _cagrad_support(G, b, rho, S):
-    """Closed-form stationary point of CAGrad's dual on the face with support S.
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(u, v, alpha, beta) of ``_projection_piece``."""
 
-    On the support, b_S + (rho / r) G_SS w_S = nu 1 and sum w_S = 1 with r = |g_w|; with
-    a = G_SS^-1 1 and e = G_SS^-1 b_S this gives w_S = (nu a - e) / lam, lam = rho / r, where
-    nu = F* solves A nu^2 - 2 B nu + C = rho^2 (A = 1.a, B = 1.e, C = b_S.e) and lam > 0.
-    Returns the full-length (possibly negative) w, or None when the face has no such point.
+
+def _projection_piece(G: np.ndarray, b: np.ndarray, S: np.ndarray) -> Piece:
+    """The piece of the path of projections p(t) of -t g_0 onto the rows' convex hull on which
+    the support is S: weights w(t) = u + t v on S, and the multipliers lam(t) = alpha + t beta
+    of every row (g_j - p).(-t g_0 - p) <= 0 written as lam_j = g_j.(p + t g_0) + kappa >= 0,
+    zero on S.
+
+    On S: G_SS w + t b_S + kappa 1 = 0, 1.w = 1 (b = G m), a system that is regular when the
+    rows of S are affinely independent, also where G_SS is singular (g_1 = -g_2).  It is
+    solved for z = D w (D: the row norms, 1 for zero rows), i.e. on the cosine matrix, so the
+    geometry of tiny rows keeps its precision next to large ones.
     """
-    GS = G[np.ix_(S, S)]
-    if np.linalg.cond(GS) > 1e12:
-        return None
-    sol = np.linalg.solve(GS, np.stack([np.ones(len(S)), b[S]], axis=1))
-    a, e = sol[:, 0], sol[:, 1]
-    A, B, C = a.sum(), e.sum(), float(b[S] @ e)
-    disc = B * B - A * (C - rho * rho)
-    if not (A > 0 and disc > 0):
-        return None
-    lam = np.sqrt(disc)
-    w = np.zeros(G.shape[0])
-    w[S] = ((B + lam) / A * a - e) / lam
-    return w
+    n = len(S)
+    d = np.sqrt(np.clip(np.diag(G)[S], 0.0, None))
+    d = np.where(d > 0.0, d, 1.0)
+    e = 1.0 / d
+    top = float(e.max())
+    A = np.zeros((n + 1, n + 1))
+    A[:n, :n] = G[np.ix_(S, S)] / np.outer(d, d)
+    A[:n, n] = A[n, :n] = e / top
+    rhs = np.zeros((n + 1, 2))
+    rhs[n, 0] = 1.0 / top
+    rhs[:n, 1] = -b[S] / d
+    sol = np.linalg.lstsq(A, rhs, rcond=1e-15)[0]
+    (u, v), kappa = sol[:n].T / d[:, None].T, sol[n] / top
+    alpha = G[:, S] @ u + kappa[0]
+    beta = G[:, S] @ v + b + kappa[1]
+    return u, v, alpha, beta
 
 
-def _cagrad_kkt(G, b, rho, w, tol=1e-10):
-    """Max KKT violation of a simplex point w for F(w) = b.w + rho |g_w| (inf if not usable)."""
-    if np.any(w < -1e-12):
-        return np.inf
+def _project(
+    G: np.ndarray, b: np.ndarray, t: float, w: np.ndarray, g0: float
+) -> tuple[np.ndarray, np.ndarray, Piece]:
+    """The projection of -t g_0 onto the rows' convex hull, min 1/2 w.G w + t b.w over the
+    simplex, by a primal active-set method started at the simplex point ``w``.
+
+    Returns its weights and the piece of the path it lies on (``_projection_piece`` of its
+    support S).  Rows whose multiplier is below -1e-13 |g_j| (1 + t |g_0|) enter the support;
+    entries that the step to the face's minimiser drives to 0 leave it.
+    """
+    K = len(b)
+    S = np.flatnonzero(w > 0.0)
+    floor = -1e-13 * np.sqrt(np.clip(np.diag(G), 0.0, None)) * (1.0 + t * g0)
+    for _ in range(4 * K + 20):
+        piece = u, v, alpha, beta = _projection_piece(G, b, S)
+        x = u + t * v
+        current = w[S]
+        if x.min() >= -1e-14 * np.abs(x).max():
+            w = np.zeros(K)
+            w[S] = np.clip(x, 0.0, None)
+            lam = alpha + t * beta
+            lam[S] = np.inf
+            worst = int(np.argmin(lam - floor))
+            if lam[worst] >= floor[worst]:
+                break
+            S = np.sort(np.append(S, worst))
+            continue
+        # Move towards x until an entry reaches 0; it leaves the support.
+        falling = x < current
+        ratio = np.where(falling & (x < 0), current / np.where(falling, current - x, 1.0), np.inf)
+        step = min(float(ratio.min()), 1.0)
+        moved = current + step * (x - current)
+        keep = moved > 0.0
+        keep[int(np.argmin(ratio))] = False
+        w = np.zeros(K)
+        w[S[keep]] = moved[keep]
+        w /= w.sum()
+        S = S[keep]
+    else:
+        piece = _projection_piece(G, b, S)
+    return w, S, piece
+
+
+def _piece_interval(
+    S: np.ndarray, piece: Piece, t: float, moving: np.ndarray
+) -> tuple[float, float]:
+    """The t over which a piece stays the path: weights >= 0 on S, moving multipliers >= 0
+    off S (clamped to contain t)."""
+    u, v, alpha, beta = piece
+    lo, hi = 0.0, np.inf
+    if np.any(v > 0):
+        lo = max(lo, float(np.max(-u[v > 0] / v[v > 0])))
+    if np.any(v < 0):
+        hi = min(hi, float(np.min(-u[v < 0] / v[v < 0])))
+    off = np.ones(len(beta), dtype=bool)
+    off[S] = False
+    up, down = off & (beta > moving), off & (beta < -moving)
+    if up.any():
+        lo = max(lo, float(np.max(-alpha[up] / beta[up])))
+    if down.any():
+        hi = min(hi, float(np.min(-alpha[down] / beta[down])))
+    return min(lo, t), max(hi, t)
+
+
+def _root(f: Callable[[float], float], lo: float, hi: float) -> float:
+    """The root of a function that is > 0 at ``lo`` and <= 0 at ``hi`` (regula falsi with the
+    Illinois modification: superlinear, and the bracket never widens)."""
+    f_lo, f_hi = f(lo), f(hi)
+    side = 0
+    for _ in range(200):
+        if f_lo == f_hi or hi - lo <= 1e-15 * hi:
+            break
+        mid = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not lo < mid < hi:
+            mid = 0.5 * (lo + hi)
+        f_mid = f(mid)
+        if f_mid > 0.0:
+            lo, f_lo = mid, f_mid
+            f_hi = 0.5 * f_hi if side == 1 else f_hi
+            side = 1
+        else:
+            hi, f_hi = mid, f_mid
+            f_lo = 0.5 * f_lo if side == -1 else f_lo
+            side = -1
+        if f_mid == 0.0:
+            break
+    return hi
+
+
+def cagrad_kkt(G: np.ndarray, b: np.ndarray, rho: float, w: np.ndarray) -> float:
+    """KKT violation max_i (F(w) - dF/dw_i) >= 0 of a simplex point w for CAGrad's dual
+    F(w) = b.w + rho |g_w| (F is homogeneous, so w.grad = F: every partial derivative must be at
+    least F, with equality on the support); inf where g_w = 0 (F is not differentiable there)."""
     r = np.sqrt(max(float(w @ G @ w), 0.0))
-    if not r > 1e-9:
+    if not r > 0.0:
         return np.inf
     grad = b + rho * (G @ w) / r
-    fval = float(b @ w) + rho * r
-    return float(np.max(fval - grad)) / max(1.0, abs(fval))
-
-
-def _cagrad_active_set(G, b, rho, S):
-    """Refine a support guess S by single swaps until the closed form is a KKT point."""
-    S = sorted(set(S))
-    K = G.shape[0]
-    for _ in range(4 * K + 8):
-        if not S:
-            return None
-        w = _cagrad_support(G, b, rho, S)
-        if w is None:
-            return None
-        if np.any(w[S] < -1e-12):
-            S.remove(S[int(np.argmin(w[S]))])
-            continue
-        w = np.clip(w, 0.0, None)
-        w /= w.sum()
-        r = np.sqrt(max(float(w @ G @ w), 0.0))
-        if not r > 1e-9:
-            return None
-        grad = b + rho * (G @ w) / r
-        fval = float(b @ w) + rho * r
-        viol = fval - grad
-        viol[S] = -np.inf
-        j = int(np.argmax(viol))
-        if viol[j] <= 1e-10 * max(1.0, abs(fval)):
-            return w
-        S = sorted([*S, j])
-    return None
-
-
-def _cagrad_barrier(G, b, rho, gap, w0=None, tau=1.0):
-    """Log-barrier interior point for min b.w + rho t s.t. t^2 >= w^T G w, w >= 0, sum w = 1."""
-    with np.errstate(all="ignore"):  # non-finite steps are detected and stop the iteration
-        return _cagrad_barrier_impl(G, b, rho, gap, w0, tau)
-
-
-def _cagrad_barrier_impl(G, b, rho, gap, w0, tau):
-    K = G.shape[0]
-    w = (
-        np.full(K, 1.0 / K)
-        if w0 is None
-        else np.clip(w0, 1e-12, None) / np.clip(w0, 1e-12, None).sum()
-    )
-    t = np.sqrt(max(float(w @ (G @ w)), 0.0)) * (1.0 + 1e-3) + 1e-3
-    ones = np.ones(K)
-    idx = np.arange(K)
-
-    def phi(w, t, tau):
-        s = t * t - float(w @ (G @ w))
-        if not s > 0 or t <= 0 or np.any(w <= 0):
-            return np.inf
-        return tau * (float(b @ w) + rho * t) - float(np.sum(np.log(w))) - np.log(s)
-
-    degree = K + 2
-    for _outer in range(40):
-        for _ in range(60):
-            Gw = G @ w
-            s = t * t - float(w @ Gw)
-            if not s > 1e-100 * max(t * t, 1e-300):  # cone boundary reached numerically
-                break
-            grad_w = tau * b - 1.0 / w + 2.0 * Gw / s
-            grad_t = tau * rho - 2.0 * t / s
-            H = np.zeros((K + 2, K + 2))
-            H[:K, :K] = 2.0 * G / s + 4.0 * np.outer(Gw, Gw) / (s * s)
-            H[idx, idx] += 1.0 / (w * w)
-            H[:K, K] = H[K, :K] = -4.0 * t * Gw / (s * s)
-            H[K, K] = -2.0 / s + 4.0 * t * t / (s * s)
-            H[:K, K + 1] = H[K + 1, :K] = 1.0
-            rhs = np.concatenate([-grad_w, [-grad_t, 0.0]])
-            if not (np.all(np.isfinite(H)) and np.all(np.isfinite(rhs))):
-                break
-            try:
-                sol = np.linalg.solve(H, rhs)
-            except np.linalg.LinAlgError:
-                sol = np.linalg.lstsq(H, rhs, rcond=None)[0]
-            dw, dt = sol[:K], sol[K]
-            dw -= dw.sum() / K * ones  # stay exactly on sum(w) = 1
-            dec = -(float(grad_w @ dw) + grad_t * dt)
-            if not np.isfinite(dec) or dec < 0:
-                return np.clip(w, 0.0, None) / np.clip(
-                    w, 0.0, None
-                ).sum(), tau  # numerics exhausted
-            if dec <= 1e-12:
-                break
-            step = 1.0
-            neg = dw < 0
-            if neg.any():
-                step = min(step, 0.99 * float(np.min(-w[neg] / dw[neg])))
-            if dt < 0:
-                step = min(step, 0.99 * (-t / dt))
-            f0 = phi(w, t, tau)
-            for _ls in range(60):
-                f1 = phi(w + step * dw, t + step * dt, tau)
-                # Near the centre (Newton decrement < 1/2) full steps converge quadratically and
-                # the Armijo test is below the rounding of phi, so only feasibility is required.
-                if (dec < 0.5 and np.isfinite(f1)) or f1 <= f0 - 0.25 * step * dec:
-                    break
-                step *= 0.5
-            else:
-                break
-            w = w + step * dw
-            t = t + step * dt
-        if degree / tau < gap:
-            break
-        tau *= 20.0
-    w = np.clip(w, 0.0, None)
-    return w / w.sum(), tau
+    return max(float(b @ w) + rho * r - float(grad.min()), 0.0)
 
 
 def cagrad_dual(
-    G: np.ndarray, m: np.ndarray, c: float, gap: float = 1e-11
+    G: np.ndarray, m: np.ndarray, c: float, tol: float = 1e-10, max_steps: int | None = None
 ) -> tuple[np.ndarray, float, float]:
     """Solve CAGrad's dual  min_{w in simplex} F(w) = w^T G m + rho sqrt(w^T G w), rho = c |g_0|.
 
-    ``g_0 = m^T J`` (``m`` = mean weights).  Works on ``G / max(diag G)``.  Exact active-set
-    solution: the KKT point for a support S has a closed form (see ``_cagrad_support``); we try
-    every support for K <= 3, otherwise the support of a log-barrier interior-point solution of the
-    equivalent second-order-cone program (stopped at a loose gap, then polished by the closed
-    form); when the polish is not a KKT point (degenerate, rank-deficient supports) the barrier
-    is run to a duality-gap bound of ``gap`` instead.  The solver is given exact gradients and
-    Hessians of a normalised problem, so it cannot stall at its starting point like the official
-    SLSQP recipe on a tiny raw Gram.
+    ``g_0 = m^T J`` (``m`` = mean weights, ``g_0 != 0``, ``c > 0``).  Works on ``G / max(diag G)``.
+    F depends on w only through x = g_w, a point of the rows' convex hull H: F = g_0.x + rho |x|.
+    As rho |x| = min_s rho (|x|^2 / s + s) / 2, the optimal x is the projection p(t) of -t g_0
+    onto H at the t > 0 with |p(t)| = rho t; |p(t)| / t never increases with t (the minimum
+    over x is convex in s = rho t), so that t is unique, and below 1 / rho (rows have norm <= 1).
+    p(t) is piecewise linear in t.  Each step projects at one t (``_project``, an active-set
+    method warm-started from the previous projection), which gives the piece through t
+    (``_projection_piece``, solved on the cosine matrix, so rows 1e8 apart in norm keep their
+    precision) and the interval where that piece holds
+    (``_piece_interval``); the root is found on the piece where |p(t)| - rho t changes sign.
+    Otherwise the bracket around the root shrinks to that interval's far end and the next t is
+    the root of the piece's extension (Newton's method on the pieces), or the bracket's
+    midpoint: usually two or three projections (at most ``max_steps``, default 8 K + 60).
+
+    The degenerate case (0 in H and F >= 0 on H, so g_w = 0 is optimal) shows as |p(t)| <=
+    rho t down to t = 0 with p(0) = 0, or down to a t with p(t) = -t g_0 (-t g_0 in H), or as a
+    root below ``1e-9 / c`` (|g_w| <= 1e-9 |g_0|) or with |g_w| below its rounding (``RES``);
+    there |g_w| is returned as 0 and the caller applies its degenerate rule.  Any other answer
+    is checked against the KKT conditions to ``tol |g_0|`` plus the check's own rounding
+    (``cagrad_kkt``, normalised units); one that misses them comes with a ``SolverWarning``
+    giving its violation, never silently.
 
     Returns (w, |g_w|, rho) in the normalised units of ``G / max(diag G)``.
     """
     K = G.shape[0]
-    top = float(np.max(np.diag(G)))
-    G = G / top
+    G = G / float(np.max(np.diag(G)))
     b = G @ m
-    g0sq = float(m @ b)
-    rho = c * np.sqrt(max(g0sq, 0.0))
+    g0 = np.sqrt(max(float(m @ b), 0.0))
+    rho = c * g0
     if K == 1:
         return np.ones(1), float(np.sqrt(max(G[0, 0], 0.0))), rho
+    row_norms = np.sqrt(np.clip(np.diag(G), 0.0, None))
+    moving = MOVING * row_norms * g0
 
-    def finish(w):
-        return w, float(np.sqrt(max(float(w @ G @ w), 0.0))), rho
+    def norm(w):
+        return float(np.sqrt(max(float(w @ G @ w), 0.0)))
 
-    if K <= 3:
-        best = None
-        for mask in range(1, 2**K):
-            S = [i for i in range(K) if mask >> i & 1]
-            w = _cagrad_support(G, b, rho, S)
-            if w is not None and _cagrad_kkt(G, b, rho, w) <= 1e-10:
-                w = np.clip(w, 0.0, None) / np.clip(w, 0.0, None).sum()
-                f = float(b @ w) + rho * np.sqrt(max(float(w @ G @ w), 0.0))
-                if best is None or f < best[0]:
-                    best = (f, w)
-        if best is not None:
-            return finish(best[1])
-        # No face has a KKT point with g_w != 0: the optimum is at g_w = 0 (0 in the hull); the
-        # min-norm point reports that to the caller, which then uses the degenerate rule.
-        return finish(min_norm_simplex(G))
-    w = _cagrad_barrier(G, b, rho, 1e-6)[0]
-    for rel in (1e-3, 1e-1, 1e-2, 1e-4):
-        refined = _cagrad_active_set(G, b, rho, list(np.flatnonzero(w > rel * w.max())))
-        if refined is not None:
-            return finish(refined)
-    w = _cagrad_barrier(G, b, rho, gap)[0]
-    for rel in (1e-3, 1e-1, 1e-2, 1e-4, 1e-6):
-        refined = _cagrad_active_set(G, b, rho, list(np.flatnonzero(w > rel * w.max())))
-        if refined is not None:
-            return finish(refined)
-    return finish(w)
+    def at(t, S, piece):  # the path's weights at t on a piece of support S
+        w = np.zeros(K)
+        w[S] = np.clip(piece[0] + t * piece[1], 0.0, None)
+        return w / w.sum()
+
+    def excess(t, S, piece):  # |p(t)| - rho t: > 0 below the root, <= 0 above it
+        return norm(at(t, S, piece)) - rho * t
+
+    def cancelled(w, t):  # |g_w + t g_0| below the rounding of a Gram quadratic form
+        size = float(np.abs(w) @ row_norms) + t * g0
+        return w @ G @ w + 2.0 * t * float(b @ w) + t * t * g0 * g0 <= (RES * size) ** 2
+
+    low, high, t = 0.0, 2.0 / rho, 1.0 / rho
+    w = np.zeros(K)
+    w[int(np.argmin(b))] = 1.0
+    for _ in range(max_steps or 8 * K + 60):
+        w, S, piece = _project(G, b, t, w, g0)
+        a, z = _piece_interval(S, piece, t, moving)
+        a, z = max(a, low), min(z, high)
+        if excess(z, S, piece) > 0.0:  # the root is above the piece
+            low = z
+        elif excess(a, S, piece) > 0.0 and not (a == 0.0 and cancelled(at(0.0, S, piece), 0.0)):
+            root = _root(lambda s, S=S, piece=piece: excess(s, S, piece), a, z)
+            w = at(root, S, piece)
+            if root <= 1e-9 / c or cancelled(w, 0.0):  # |g_w| <= 1e-9 |g_0|, or rounding
+                return w, 0.0, rho
+            break
+        elif a == 0.0 or cancelled(at(a, S, piece), a):
+            return at(a, S, piece), 0.0, rho
+        else:  # the root is below the piece
+            high = a
+        if high <= 1e-9 / c:
+            return w, 0.0, rho
+        t = _extension_root(G, S, piece, rho, low, high)
+        w = at(min(max(t, a), z), S, piece)  # a feasible start for the next projection
+    r = norm(w)
+    if not r > 0.0:
+        return w, 0.0, rho
+    # The check's own rounding: g_w is known to about K eps (of the largest row), so its
+    # direction to K eps / r, and r^2 to K eps (sum_i w_i |g_i|)^2.
+    rounding = c * K * EPS * (1.0 / r + (float(w @ row_norms) / r) ** 2)
+    _check_stop("CAGrad's exact solver", cagrad_kkt(G, b, rho, w), g0 * (tol + rounding), G)
+    return w, r, rho
+
+
+def _extension_root(
+    G: np.ndarray, S: np.ndarray, piece: Piece, rho: float, low: float, high: float
+) -> float:
+    """The next t to project at: where the piece's straight extension reaches |p| = rho t, if
+    that is inside (low, high), else the midpoint."""
+    u, v = piece[0], piece[1]
+    GS = G[np.ix_(S, S)]
+    qa, qb, qc = float(v @ GS @ v) - rho * rho, float(u @ GS @ v), float(u @ GS @ u)
+    disc = qb * qb - qa * qc
+    if qa != 0.0 and disc >= 0.0:
+        for sign in (1.0, -1.0):
+            root = (-qb + sign * np.sqrt(disc)) / qa
+            if low < root < high:
+                return root
+    return 0.5 * (low + high)
 
 
 def nash_mtl(N: np.ndarray, beta0: np.ndarray | None, ridge: float = 1e-8) -> np.ndarray:

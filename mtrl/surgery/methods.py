@@ -286,7 +286,7 @@ def cagrad_weights(G: np.ndarray, m: np.ndarray, M: np.ndarray, c: float) -> np.
     if not g0sq > 1e-30:
         return mean_w  # mean gradient is zero: the ball has radius 0
     w, gw, rho = solv.cagrad_dual(G, m, c)
-    if gw > 1e-9 * max(np.sqrt(g0sq), 1e-300) and gw > 1e-150:
+    if gw > 0.0:
         return mean_w + (rho / gw) * (w @ M)
     # Degenerate (0 in the hull and the optimal g_w = 0): every optimal d has min_i g_i.d = 0;
     # return the one closest to g_0, the projection of g_0 onto {d : g_i . d >= 0} (rows M J).
@@ -303,13 +303,14 @@ class CAGrad(Surgery):
     d = g_0 + c|g_0| g_w/|g_w| (Algorithm 1).  Scale: paper's d, i.e. |d - g_0| <= c|g_0|
     (between (1-c) and (1+c) times the mean's norm); ``rescale=True`` divides by (1 + c^2) like
     the official code's default.  c = 0 gives the mean; K = 1 gives (1 + c) g.
-    Exact solver: see ``_solvers.cagrad_dual`` (normalised problem, exact closed-form KKT point
-    on the optimal face; interior-point accuracy ~1e-8 relative on singular faces), so it has not
-    the official SLSQP recipe's trap of returning its uniform start on a tiny raw Gram; one K x K
-    device-to-host copy per call.  Device solver: ``_device.cagrad_weights`` (interior point and
-    a Newton polish, fixed iteration counts, no host sync).  When 0 is in the convex hull and the
-    optimal g_w = 0, the update is the projection of g_0 onto the cone of directions that
-    conflict with no task (the optimal d closest to g_0).
+    Exact solver: see ``_solvers.cagrad_dual`` (normalised problem; follows the piecewise-linear
+    path of projections of -t g_0 onto the rows' hull to the optimum, which it returns meeting
+    the KKT conditions to 1e-10 |g_0|, or warns), so it has not the official SLSQP recipe's trap
+    of returning its uniform start on a tiny raw Gram; one K x K device-to-host copy per call.
+    Device solver: ``_device.cagrad_weights`` (interior point and a Newton polish, fixed
+    iteration counts, no host sync).  When 0 is in the convex hull and the optimal g_w = 0, the
+    update is the projection of g_0 onto the cone of directions that conflict with no task (the
+    optimal d closest to g_0).
     """
 
     name = "cagrad"

@@ -107,6 +107,20 @@ def test_cagrad_device_degenerate_case_is_the_projection_onto_the_dual_cone():
     assert (g @ device >= -1e-12).all()
 
 
+@pytest.mark.parametrize("c", [1.5, 2.0, 10.0])
+def test_cagrad_c_above_one_with_0_inside_the_hull_is_degenerate_on_both_solvers(c):
+    """With c > 1 and 0 inside the hull, F >= (c - 1) |g_0| |g_w| > 0 for g_w != 0: the optimal
+    g_w is 0, and as no direction avoids every conflict among 12 rows around 0 in 3 dimensions
+    the update is 0. (The device solver used to call its near-0 g_w regular and return
+    g_0 + rho times a direction of rounding noise.)"""
+    g = torch.randn(12, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    closest = torch.from_numpy(_solvers.min_norm_simplex((g @ g.T).numpy())) @ g
+    assert closest.norm() <= 1e-12 * top(g)  # 0 is in the hull
+    exact, device = both("cagrad", g, c=c)
+    torch.testing.assert_close(exact, torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(device, exact, rtol=0, atol=1e-9 * top(g))
+
+
 @SETTINGS
 @given(problems(k_max=8), st.integers(1, 8))
 def test_cagrad_fast_device_equals_exact_with_the_same_groups(g, k):

@@ -53,27 +53,45 @@ def test_per_task_grads_match_loop():
 
 
 def test_per_task_grads_subset_and_other_modules_constant():
+    """Gradients for the given parameters only (the head), each task's equal to its own loss's
+    gradient; the other module's parameters are constants and get no gradient."""
+    torch.manual_seed(0)
     net, other = make_critic(), make_critic()
     params = {k: v for k, v in net.named_parameters() if k.startswith("4.")}  # head only
 
     def loss_fn(p, tb):
-        return loss_of(net)(p, tb) + loss_of(other)(dict(other.named_parameters()), tb)
+        full = {**dict(net.named_parameters()), **p}
+        return loss_of(net)(full, tb) + loss_of(other)(dict(other.named_parameters()), tb)
 
-    grads, _ = surgery.per_task_grads(loss_fn, params, batch())
+    b = batch()
+    grads, _ = surgery.per_task_grads(loss_fn, params, b)
     assert grads.shape == (4, 17)
+    for k in range(4):
+        loss = loss_fn(params, {key: v[k] for key, v in b.items()})
+        expected = torch.autograd.grad(loss, list(params.values()))
+        torch.testing.assert_close(grads[k], torch.cat([g.reshape(-1) for g in expected]))
+    assert (grads.abs().amax(dim=1) > 0).all()  # not zeros
     assert all(p.grad is None for p in other.parameters())
 
 
 def test_per_task_grads_random_inside_loss():
-    net = make_critic()
-    params = dict(net.named_parameters())
+    """Random ops inside the loss draw independently for every task (vmap's 'different'): with
+    the loss w . (x + noise) the gradient is x + noise, so the K rows minus x are K independent
+    standard-normal draws, although every task has the same x."""
+    P, K = 2000, 4
+    x = torch.randn(P)
+    params = {"w": torch.zeros(P, requires_grad=True)}
 
     def loss_fn(p, tb):
-        noise = torch.randn_like(tb["act"])
-        return loss_of(net)(p, {**tb, "act": tb["act"] + noise})
+        return p["w"] @ (tb + torch.randn_like(tb))
 
-    grads, _ = surgery.per_task_grads(loss_fn, params, batch())
-    assert torch.isfinite(grads).all()
+    grads, _ = surgery.per_task_grads(loss_fn, params, x.expand(K, P))
+    noise = grads - x
+    assert abs(noise.mean()) < 5 / math.sqrt(K * P)
+    assert abs(noise.pow(2).mean() - 1) < 5 * math.sqrt(2 / (K * P))
+    correlation = torch.corrcoef(noise)
+    off_diagonal = correlation[~torch.eye(K, dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 5 / math.sqrt(P)  # independent across tasks
 
 
 def test_assign_grads():

@@ -8,6 +8,7 @@ shape (``[K, n, obs]`` batches and the per-task slices of a vmap alike).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtrl.models import Dims, Model, ModelSpec, PerTaskModule
+from mtrl.models._base import initialise
 from mtrl.models.mlp import MLPModel
 from mtrl.models.multihead import MultiHeadModel
 
@@ -50,7 +52,7 @@ class Actor(nn.Module):
         self.model = model.build(Dims(obs_dim - num_tasks, 0, 2 * action_dim, num_tasks))
         self.log_std_min, self.log_std_max = log_std_bounds
         self.log_std_squash = log_std_squash
-        initialise(self.model, init, ACTOR_OUTPUT_BOUND)
+        init_by_scheme(self.model, init, ACTOR_OUTPUT_BOUND)
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the pre-tanh Gaussian."""
@@ -90,7 +92,7 @@ class QNetwork(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
         self.model = model.build(Dims(obs_dim - num_tasks, action_dim, 1, num_tasks))
-        initialise(self.model, init, CRITIC_OUTPUT_BOUND)
+        init_by_scheme(self.model, init, CRITIC_OUTPUT_BOUND)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         state, task = split_task(obs, self.num_tasks)
@@ -147,31 +149,29 @@ def make_temperature(num_tasks: int, init_alpha: float, kind: str) -> nn.Module:
     return (Temperature if kind == "per_task" else SharedTemperature)(num_tasks, init_alpha)
 
 
-def initialise(model: Model, scheme: str, output_bound: float) -> None:
+def init_by_scheme(model: Model, scheme: str, output_bound: float) -> None:
     """Re-draw the weights of an ``mlp`` or ``multihead`` network by ``agent.init``.
 
     ``torch`` keeps PyTorch's default; ``xavier`` draws every weight Xavier-uniform and zeroes
     every bias (facebookresearch/mtrl ``agent/utils.py`` ``weight_init``, per head for the
     multi-head layers); ``mwplus`` draws the hidden weights He-uniform (``sqrt(6 / fan_in)``)
     with zero biases and the output weights and biases uniform in ``+-output_bound``
-    (metaworld-algorithms ``config/nn.py``, ``rl/networks.py``). The other models keep their own
-    initialisation. A per-head layer's fans are one head's.
+    (metaworld-algorithms ``config/nn.py``, ``rl/networks.py``). The other models are
+    initialised as their authors' code does (mtrl.models). A per-head layer's fans are
+    one head's.
     """
     if scheme == "torch" or not isinstance(model, MLPModel | MultiHeadModel):
         return
+    he_uniform = functools.partial(nn.init.kaiming_uniform_, nonlinearity="relu")
+    small = functools.partial(nn.init.uniform_, a=-output_bound, b=output_bound)
     hidden, output = model.layers()
     with torch.no_grad():
         for weight, bias in hidden:
-            fan_out, fan_in = weight.shape[-2:]
-            bound = math.sqrt(6.0 / (fan_in if scheme == "mwplus" else fan_in + fan_out))
-            weight.uniform_(-bound, bound)
+            initialise(weight, nn.init.xavier_uniform_ if scheme == "xavier" else he_uniform)
             bias.zero_()
         for weight, bias in output:
-            if scheme == "mwplus":
-                weight.uniform_(-output_bound, output_bound)
-                bias.uniform_(-output_bound, output_bound)
-            else:
-                fan_out, fan_in = weight.shape[-2:]
-                bound = math.sqrt(6.0 / (fan_in + fan_out))
-                weight.uniform_(-bound, bound)
+            initialise(weight, nn.init.xavier_uniform_ if scheme == "xavier" else small)
+            if scheme == "xavier":
                 bias.zero_()
+            else:
+                small(bias)

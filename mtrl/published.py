@@ -119,8 +119,9 @@ CAVEATS: dict[str, tuple[str, ...]] = {
         "-log alpha (log pi + target entropy) after it",
         "the reference acts, updates, then steps the envs: train.collector=serial_lagged or "
         "overlap keep that order, serial updates on the newest transition first",
-        "CARE and Soft Modularization: the reference initialises all layers Xavier-uniform, "
-        "mtrl's models keep their own initialisation",
+        "Soft Modularization: the CARE authors' re-implementation behind the number initialises "
+        "all layers Xavier-uniform (facebookresearch/mtrl agent/utils.py), mtrl's model as the "
+        "Soft-Module authors' code does",
     ),
     "mwplus": (
         "the Meta-World+ curves came from metaworld-algorithms before 2026-05-19 (commits "

@@ -29,7 +29,7 @@ class MLPModel(Model):
 
     def layers(self) -> tuple[list[WeightAndBias], list[WeightAndBias]]:
         """(weight, bias) of the hidden layers and of the output layer, for
-        ``mtrl.networks.initialise``."""
+        ``mtrl.networks.init_by_scheme``."""
         return [(x.weight, x.bias) for x in self.trunk.layers], [(self.head.weight, self.head.bias)]
 
 

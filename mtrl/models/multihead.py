@@ -49,7 +49,7 @@ class MultiHeadModel(Model):
     def layers(self) -> tuple[list[WeightAndBias], list[WeightAndBias]]:
         """(weight, bias) of the hidden layers (the trunk's, then the heads' hidden layer) and of
         the output layer, one ``[out, in]`` block per head, for
-        ``mtrl.networks.initialise``."""
+        ``mtrl.networks.init_by_scheme``."""
         hidden = [(x.weight, x.bias) for x in self.trunk.layers]
         if isinstance(self.heads, HiddenTaskHeads):
             heads = self.heads

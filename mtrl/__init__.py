@@ -1,3 +1,3 @@
 """mtrl: multi-task reinforcement learning with gradient surgery on Meta-World."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

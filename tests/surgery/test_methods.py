@@ -212,6 +212,7 @@ def test_cagrad_fast_limits():
 @given(problems(k_max=8, p_max=12))
 def test_mgda_kkt(g):
     from mtrl.surgery import _solvers
+    from mtrl.surgery._solvers import FACE_PRECISION
 
     G = (g @ g.T).numpy()
     w = _solvers.min_norm_simplex(G)
@@ -220,7 +221,7 @@ def test_mgda_kkt(g):
     xx = x @ x
     proj = g.numpy() @ x
     norms = g.norm(dim=1).numpy()
-    slack = 1e-8 * np.linalg.norm(x) * norms + 1e-12 * norms.max() ** 2
+    slack = 1e-8 * np.linalg.norm(x) * norms + FACE_PRECISION * norms.max() ** 2
     assert (proj >= xx - slack).all()  # no direction in the hull is shorter
     assert (np.abs(proj - xx)[w > 1e-9] <= slack[w > 1e-9]).all()  # support on the face
     out = surgery.make("mgda")(g)

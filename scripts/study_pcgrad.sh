@@ -9,13 +9,17 @@
 # runs are skipped, interrupted ones resumed from their last checkpoint (exact resume), a run that
 # died before its first checkpoint is moved aside and started again, a run that another instance
 # of this script is running (its lock file is held) is left to it.
-# Usage: scripts/study_pcgrad.sh [fig4|fig3|mt10|all] ; then
+# A fresh checkout has no run folders: the script first restores the finished runs' logs
+# (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
+# the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
+# Usage: scripts/study_pcgrad.sh [fig4|fig3|mt10|all|archive] ; then
 #   mtrl-report $OUT/fig4-* $OUT/fig3-* --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-* --triad-figure docs/results/pcgrad-pair/fig4.png
 #   mtrl-report $OUT/mt10-* --out docs/results/pcgrad-mt10
 set -euo pipefail
 OUT=${OUT:-runs/study}
 JOBS=${JOBS:-2}
+ARCHIVE=${ARCHIVE:-$(dirname "$0")/../docs/results/pcgrad-study-runs.tar.gz}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OUT
 
 plan() {
@@ -58,5 +62,20 @@ run_one() {
 }
 export -f run_one
 
+archive() {
+  local logs=() d
+  for d in "$OUT"/*/; do
+    d=$(basename "$d")
+    grep -qs '"final": true' "$OUT/$d/metrics.jsonl" && logs+=("$d/config.yaml" "$d/meta.json" "$d/metrics.jsonl")
+  done
+  tar czf "$ARCHIVE" -C "$OUT" "${logs[@]}"
+  echo "wrote $ARCHIVE: $((${#logs[@]} / 3)) finished runs"
+}
+
 mkdir -p "$OUT"
+if [[ ${1:-all} == archive ]]; then
+  archive
+  exit
+fi
+[[ -f $ARCHIVE ]] && tar xzf "$ARCHIVE" -C "$OUT" --skip-old-files
 plan "${1:-all}" | xargs -P "$JOBS" -L 1 bash -c 'run_one "$0" "$@" || echo "failed: $0 (see $OUT/$0.log)"'

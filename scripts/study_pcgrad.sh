@@ -13,9 +13,9 @@
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
 # Usage: scripts/study_pcgrad.sh [fig4|fig3|mt10|all|archive] ; then
-#   mtrl-report $OUT/fig4-* $OUT/fig3-* --out docs/results/pcgrad-pair
-#   mtrl-report $OUT/fig4-* --triad-figure docs/results/pcgrad-pair/fig4.png
-#   mtrl-report $OUT/mt10-* --out docs/results/pcgrad-mt10
+#   mtrl-report $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
+#   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
+#   mtrl-report $OUT/mt10-*/ --out docs/results/pcgrad-mt10
 set -euo pipefail
 OUT=${OUT:-runs/study}
 JOBS=${JOBS:-2}

@@ -15,7 +15,7 @@ Per method (a row of mtrl-report): the mean over seeds with a 95% bootstrap inte
 (:mod:`mtrl.stats`, rliable), and each method's probability of improvement over the row
 without surgery and balancer on the hard task's success. Markdown tables on stdout.
 
-    python scripts/triad_claims.py runs/study/fig4-* --task button-press-topdown-v3
+    python scripts/triad_claims.py runs/study/fig4-*/ --task button-press-topdown-v3
 """
 
 from __future__ import annotations

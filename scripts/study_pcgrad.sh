@@ -68,6 +68,10 @@ archive() {
     d=$(basename "$d")
     grep -qs '"final": true' "$OUT/$d/metrics.jsonl" && logs+=("$d/config.yaml" "$d/meta.json" "$d/metrics.jsonl")
   done
+  if ((${#logs[@]} == 0)); then
+    echo "no finished runs in $OUT: $ARCHIVE left as it was" >&2
+    return 1
+  fi
   tar czf "$ARCHIVE" -C "$OUT" "${logs[@]}"
   echo "wrote $ARCHIVE: $((${#logs[@]} / 3)) finished runs"
 }

@@ -31,6 +31,7 @@ from mtrl import balancers as balancer_lib
 from mtrl import surgery as surgery_lib
 from mtrl.capture import GraphedUpdate
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
+from mtrl.gradients import ComponentGradients
 from mtrl.models import ModelSpec, task_specific_parameters
 from mtrl.networks import Actor, TwinCritic, make_temperature
 from mtrl.replay import Batch, batch_mean, task_means
@@ -98,6 +99,19 @@ class AlphaInputs(NamedTuple):
     drawn: torch.Tensor
 
 
+class Forwards(NamedTuple):
+    """The update's forward passes without a gradient, compiled with the gradients (or not)."""
+
+    targets: Callable[[Batch, torch.Tensor], torch.Tensor]
+    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def make(cls, targets, log_prob, compiled: bool) -> Forwards:
+        if not compiled:
+            return cls(targets, log_prob)
+        return cls(*(torch.compile(fn, dynamic=False) for fn in (targets, log_prob)))
+
+
 class Component(NamedTuple):
     """A set of parameters trained on one loss, with its own optimizer.
 
@@ -112,6 +126,7 @@ class Component(NamedTuple):
     optimizer: torch.optim.Optimizer
     loss: LossFn
     shared_numel: int
+    gradients: ComponentGradients
 
 
 def capture_problem(
@@ -157,10 +172,14 @@ class MTSAC:
         balancer: BalancerConfig | None = None,
         task_embeddings: torch.Tensor | None = None,
         cuda_graph: bool = False,
+        compiled: bool = False,
     ):
         """``task_embeddings``: the ``[K, D]`` fixed task vectors of ``agent.task_embeddings``
-        (read by the caller, who knows the task names), for the models that use them."""
+        (read by the caller, who knows the task names), for the models that use them.
+        ``compiled``: the gradients through ``torch.compile`` and Adam's fused kernel
+        (``train.compile=inductor``; see :mod:`mtrl.gradients`)."""
         self.config = config
+        self.compiled = compiled
         self.num_tasks = num_tasks
         self.action_dim = action_dim
         self.device = torch.device(device)
@@ -183,6 +202,7 @@ class MTSAC:
         self.temperature = make_temperature(num_tasks, config.init_alpha, config.temperature).to(
             self.device
         )
+        self._forwards = Forwards.make(self._target_values, self._log_prob, compiled)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(stream_seed(seed, "agent.noise"))
         self.components = {
@@ -221,10 +241,13 @@ class MTSAC:
         shared = [(n, p) for n, p in named if n not in task_specific]
         params = dict(shared + [(n, p) for n, p in named if n in task_specific])
         capturable = self.device.type == "cuda"
+        fused = True if self.compiled else None  # one kernel for all parameters' moments
         optimizer = torch.optim.Adam(
-            params.values(), lr=lr, eps=self.config.adam_eps, capturable=capturable
+            params.values(), lr=lr, eps=self.config.adam_eps, capturable=capturable, fused=fused
         )
-        return Component(name, params, optimizer, loss, sum(p.numel() for _, p in shared))
+        shared_numel = sum(p.numel() for _, p in shared)
+        gradients = ComponentGradients(loss, self.compiled)
+        return Component(name, params, optimizer, loss, shared_numel, gradients)
 
     def release_graph(self) -> None:
         """Drop a captured update (after its state tensors were replaced, e.g. by loading a
@@ -293,17 +316,24 @@ class MTSAC:
         log_alpha = functional_call(self.temperature, params, (batch.task_onehot,))
         return task_means(-log_alpha * (batch.log_prob + self.target_entropy), batch.drawn)
 
-    @torch.no_grad()
     def critic_target_values(self, batch: Batch) -> torch.Tensor:
         """r + gamma * (1 - terminated) * (min Q_targ(s', a') - alpha * log pi(a'|s')).
 
         Truncated transitions bootstrap like any other: only ``terminated`` stops the target.
         """
-        next_action, next_log_prob = self.actor(batch.next_obs, self._noise(batch.action.shape))
+        return self._forwards.targets(batch, self._noise(batch.action.shape))
+
+    @torch.no_grad()
+    def _target_values(self, batch: Batch, noise: torch.Tensor) -> torch.Tensor:
+        next_action, next_log_prob = self.actor(batch.next_obs, noise)
         q1, q2 = self.critic_target(batch.next_obs, next_action)
         alpha = self.temperature(self.task_onehot(batch.next_obs)).exp()
         next_value = torch.minimum(q1, q2) - alpha * next_log_prob
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * next_value
+
+    @torch.no_grad()
+    def _log_prob(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs, noise)[1]
 
     def task_onehot(self, obs: torch.Tensor) -> torch.Tensor:
         return obs[..., -self.num_tasks :]
@@ -341,8 +371,7 @@ class MTSAC:
 
         # The temperature loss uses the updated actor's log-probabilities on the same noise (as
         # CleanRL does); one forward pass, and the vmapped actor path returns only losses.
-        with torch.no_grad():
-            _, log_prob = self.actor(batch.obs, noise)
+        log_prob = self._forwards.log_prob(batch.obs, noise)
         alpha_losses = self._descend(
             self.components["alpha"], AlphaInputs(onehot, log_prob, batch.drawn)
         )
@@ -381,25 +410,20 @@ class MTSAC:
         diagnose = self._diagnostics_due() and component.shared_numel > 0
         observed: dict[str, torch.Tensor] = {}
         rows = None
-        if method is None:
-            losses = component.loss(params, inputs)
-            objective = batch_mean(losses, inputs.drawn)
-            if balancer is not None:
-                weights = self._balancer_weights(component, balancer, losses.detach())
-                if "grad_norms" in balancer.needs:
-                    observed["grad_norms"] = self._layer_norms_by_autograd(component, losses)
-                objective = (weights * losses).mean()
-            grads = torch.autograd.grad(objective, list(params.values()))
+        if method is None and balancer is None:
+            grads, losses = component.gradients.mean(params, inputs)
             for param, grad in zip(params.values(), grads, strict=True):
                 param.grad = grad
-            if diagnose:
-                rows, _ = surgery_lib.per_task_grads(
-                    component.loss, params, inputs, randomness="error"
-                )
+        elif method is None:
+            losses = component.loss(params, inputs)
+            weights = self._balancer_weights(component, balancer, losses.detach())
+            if "grad_norms" in balancer.needs:
+                observed["grad_norms"] = self._layer_norms_by_autograd(component, losses)
+            grads = torch.autograd.grad((weights * losses).mean(), list(params.values()))
+            for param, grad in zip(params.values(), grads, strict=True):
+                param.grad = grad
         else:
-            rows, losses = surgery_lib.per_task_grads(
-                component.loss, params, inputs, randomness="error"
-            )
+            rows, losses = component.gradients.per_task(params, inputs)
             weighted = rows
             if balancer is not None:
                 weights = self._balancer_weights(component, balancer, losses)
@@ -409,6 +433,8 @@ class MTSAC:
             combined = method(weighted[:, : component.shared_numel])
             update = torch.cat([combined, weighted[:, component.shared_numel :].mean(0)])
             surgery_lib.assign_grads(params, update)
+        if diagnose and rows is None:  # the plain path's rows, beside its own gradient
+            rows, _ = component.gradients.per_task(params, inputs)
         probe = self._probe(component, rows, losses.detach()) if diagnose else None
         self._clip(component)
         component.optimizer.step()
@@ -487,10 +513,8 @@ class MTSAC:
 
     @torch.no_grad()
     def _update_targets(self) -> None:
-        for target, online in zip(
-            self.critic_target.parameters(), self.critic.parameters(), strict=True
-        ):
-            target.lerp_(online, self.config.tau)
+        targets, online = list(self.critic_target.parameters()), list(self.critic.parameters())
+        torch._foreach_lerp_(targets, online, self.config.tau)
 
 
 def _flat(params: Params) -> torch.Tensor:

@@ -244,7 +244,7 @@ def check_balancer(config: Config) -> None:
 
 def check_capture(config: Config, device: torch.device) -> None:
     """``train.compile=cudagraph`` on a CUDA device needs a surgery method that can be captured
-    (on another device the update runs eagerly: see ``mtrl.train.use_cuda_graph``)."""
+    (on another device the update runs eagerly: see ``mtrl.train.compile_mode``)."""
     from mtrl.agent import capture_problem
 
     if config.train.compile == "cudagraph" and device.type == "cuda":

@@ -42,16 +42,17 @@ from mtrl.rundir import protocol
 from mtrl.seeding import stream_seed
 
 
-def use_cuda_graph(compile: str, device: torch.device) -> bool:
-    """``train.compile=cudagraph`` on a CUDA device; on another device the update runs eagerly
-    (the same computation), with a note on stderr, so one config serves GPU and CPU machines."""
-    if compile != "cudagraph":
-        return False
-    if device.type != "cuda":
+def compile_mode(compile: str, device: torch.device) -> str:
+    """What ``train.compile`` means on ``device``: ``auto`` is ``inductor`` on a CPU and
+    ``none`` elsewhere; ``cudagraph`` off CUDA runs the updates eagerly (the same computation),
+    with a note on stderr, so that one config serves GPU and CPU machines."""
+    if compile == "auto":
+        return "inductor" if device.type == "cpu" else "none"
+    if compile == "cudagraph" and device.type != "cuda":
         note = f"note: train.compile=cudagraph needs CUDA; the updates run eagerly on {device}"
         print(note, file=sys.stderr)
-        return False
-    return True
+        return "none"
+    return compile
 
 
 class EpisodeStats:
@@ -171,6 +172,7 @@ class Trainer:
         obs_dim = self.envs.single_observation_space.shape[0]
         self.action_dim = self.envs.single_action_space.shape[0]
         self.task_embeddings = self._task_embeddings(resume)
+        mode = compile_mode(train.compile, self.device)
         self.agent = MTSAC(
             obs_dim,
             self.action_dim,
@@ -181,7 +183,8 @@ class Trainer:
             config.surgery,
             config.balancer,
             self.task_embeddings,
-            cuda_graph=use_cuda_graph(train.compile, self.device),
+            cuda_graph=mode == "cudagraph",
+            compiled=mode == "inductor",
         )
         self.replay = MultiTaskReplay(
             self.num_tasks,

@@ -14,16 +14,22 @@ from mtrl.agent import MTSAC, capturable_methods, capture_problem
 from mtrl.capture import WARMUP
 from mtrl.cli import check_capture
 from mtrl.config import AgentConfig, ConfigError, SurgeryConfig, load_config
-from mtrl.train import use_cuda_graph
+from mtrl.train import compile_mode
 
 CUDA = torch.device("cuda")  # a device description only: nothing here touches a GPU
 
 
 def test_cudagraph_on_the_cpu_runs_eagerly_with_a_note(capsys):
-    assert not use_cuda_graph("cudagraph", torch.device("cpu"))
+    assert compile_mode("cudagraph", torch.device("cpu")) == "none"
     assert "updates run eagerly on cpu" in capsys.readouterr().err
-    assert not use_cuda_graph("none", CUDA)
-    assert use_cuda_graph("cudagraph", CUDA)
+    assert compile_mode("none", CUDA) == "none"
+    assert compile_mode("cudagraph", CUDA) == "cudagraph"
+
+
+def test_auto_compiles_with_inductor_on_a_cpu_only():
+    assert compile_mode("auto", torch.device("cpu")) == "inductor"
+    assert compile_mode("auto", CUDA) == "none"
+    assert compile_mode("inductor", CUDA) == "inductor"
 
 
 def test_a_graphed_agent_needs_a_cuda_device():

@@ -34,7 +34,7 @@ from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
 from mtrl.gradients import ComponentGradients
 from mtrl.models import ModelSpec, task_specific_parameters
 from mtrl.networks import Actor, TwinCritic, make_temperature
-from mtrl.replay import Batch, batch_mean, task_means
+from mtrl.replay import Batch, task_means
 from mtrl.seeding import stream_seed
 from mtrl.staging import to_device, to_host
 

@@ -65,9 +65,7 @@ class ComponentGradients:
             return loss, loss.detach()
 
         grad = torch.func.grad(one, has_aux=True)
-        grads, losses = torch.func.vmap(grad, in_dims=(None, 0), randomness="error")(
-            params, inputs
-        )
+        grads, losses = torch.func.vmap(grad, in_dims=(None, 0), randomness="error")(params, inputs)
         rows = torch.cat([grads[name].reshape(losses.shape[0], -1) for name in params], dim=1)
         return rows, losses
 

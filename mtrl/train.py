@@ -329,7 +329,7 @@ class Trainer:
                 self._scheduled_evaluation(final_step)
             bar.set_postfix(success=f"{self.last_success:.2f}")
         if self.step < train.total_steps:
-            self._checkpoint_if_due(self.signals.received)
+            self._checkpoint_if_due()
         else:
             self.checkpointer.save(self, finished=True)
 
@@ -350,12 +350,13 @@ class Trainer:
         episodes = (train.final_eval_episodes or train.eval_episodes) if final else 0
         self.evaluate(episodes or train.eval_episodes, final=final)
 
-    def _checkpoint_if_due(self, signal_name: str | None) -> None:
-        """Periodic checkpoints at episode boundaries; on a preemption signal, one now and stop."""
+    def _checkpoint_if_due(self) -> None:
+        """Periodic checkpoints at episode boundaries; on a preemption signal (also one that
+        came while the periodic checkpoint was written), one now and stop."""
         saved = self.checkpointer.due(self.step, self.at_boundary)
         if saved:
             self.checkpointer.save(self)
-        if signal_name is not None:
+        if self.signals.received is not None:
             self._preempt(saved=saved)
 
     def _preempt(self, saved: bool = False) -> NoReturn:

@@ -1,0 +1,354 @@
+"""Preemption wherever the loop is (update burst, evaluations, checkpoint writes) and write
+failures (a full disk): a checkpoint within one update or one evaluation step, exact resume.
+
+The signals are sent by the process to itself from inside the loop (an update, a step of an
+evaluation, a write of the checkpoint file), so each lands exactly where it is meant to; one
+test sends a real SIGTERM to a separate process in its update burst.
+"""
+
+import errno
+import os
+import shutil
+import signal
+import time
+
+import pytest
+import torch
+from helpers import (
+    TRAIN,
+    assert_same_checkpoint,
+    start_module,
+    tiny_mt1,
+    wait_for,
+    without_timing,
+)
+
+import mtrl.train
+from mtrl.agent import MTSAC
+from mtrl.checkpoint import (
+    BEST_FILE,
+    WriteFailed,
+    checkpoint_dir,
+    load_checkpoint,
+    step_file,
+    train_checkpoints,
+)
+from mtrl.cli import PREEMPTED, WRITE_FAILED, train_main
+from mtrl.logger import read_metrics
+
+# One task, 20-step episodes (an episode boundary every 20 env steps): 40 steps of random
+# actions, then a burst of 40 updates at step 40; evaluations of 3 episodes at 100 and 200 and
+# a final one of 2 at 300; a checkpoint every 100 steps.
+ARGS = (
+    "checkpoint.every=100",
+    "checkpoint.keep_last=5",
+    "train.warmup_updates=40",
+    "train.eval_episodes=3",
+    "train.threads=1",
+)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The run never interrupted."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert train_main(tiny_mt1(300, run, *ARGS)) == 0
+    return run
+
+
+def assert_resumes_as_the_uninterrupted_run(run, straight, capsys):
+    """Resumed to the end, ``run`` ends bit for bit as ``straight``, with the same log lines
+    (every evaluation once)."""
+    capsys.readouterr()
+    assert train_main(["--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
+    assert_same_checkpoint(step_file(straight, 300), step_file(run, 300))
+    assert_same_checkpoint(checkpoint_dir(straight) / BEST_FILE, checkpoint_dir(run) / BEST_FILE)
+    a, b = read_metrics(straight), read_metrics(run)
+    assert [r["step"] for r in b if "eval/success" in r] == [100, 200, 300]
+    assert without_timing(a) == without_timing(b)
+
+
+def assert_one_line_preemption(err, signal_name, step):
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0, err
+    assert f"stopped by {signal_name} at step {step}" in err and "--resume" in err
+
+
+def kill_self(signum=signal.SIGTERM):
+    os.kill(os.getpid(), signum)
+
+
+def test_a_signal_in_the_update_burst_stops_after_that_update(
+    straight, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    update, calls, signalled_at = MTSAC.update, [], []
+
+    def update_and_signal(agent, batch):
+        calls.append(agent.updates)
+        if agent.updates == 10:  # the 11th update of the 40 of the burst
+            kill_self()
+            signalled_at.append(len(calls))
+        return update(agent, batch)
+
+    monkeypatch.setattr(MTSAC, "update", update_and_signal)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    monkeypatch.setattr(MTSAC, "update", update)
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 40)
+
+    assert len(calls) == signalled_at[0], "no update after the one the signal came in"
+    (path,) = train_checkpoints(run)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.step == 40 and checkpoint.state["episode_boundary"]
+    assert checkpoint.state["agent"]["updates"] == 11
+    assert checkpoint.state["trainer"]["pending_updates"] == 29
+    assert all(r["step"] < 40 for r in read_metrics(run)), "the step's log line comes later"
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
+@pytest.mark.parametrize("which", [2, 3], ids=["periodic-at-200", "final-at-300"])
+def test_a_signal_in_an_evaluation_stops_it_within_one_step(
+    straight, tmp_path, monkeypatch, capsys, which
+):
+    """The evaluation (the ``which``-th of the run) stops at its next vector step; it runs again,
+    whole, on resume, and is logged once."""
+    run, step = tmp_path / "run", which * 100
+    evaluate, evaluations, acted_after = mtrl.train.evaluate, [], []
+
+    class SignalOnFifthStep:
+        def __init__(self, agent):
+            self.agent, self.steps = agent, 0
+
+        def act(self, obs, deterministic=False):
+            self.steps += 1
+            if self.steps == 5:
+                kill_self()
+            elif self.steps > 5:
+                acted_after.append(self.steps)
+            return self.agent.act(obs, deterministic)
+
+    def evaluate_and_signal(agent, *args, **kwargs):
+        evaluations.append(agent)
+        policy = SignalOnFifthStep(agent) if len(evaluations) == which else agent
+        return evaluate(policy, *args, **kwargs)
+
+    monkeypatch.setattr(mtrl.train, "evaluate", evaluate_and_signal)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    monkeypatch.setattr(mtrl.train, "evaluate", evaluate)
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", step)
+
+    assert acted_after == [], "the evaluation stopped at its next vector step"
+    checkpoint = load_checkpoint(train_checkpoints(run)[-1])
+    assert checkpoint.step == step and not checkpoint.state["finished"]
+    assert checkpoint.state["trainer"]["evaluation_pending"]
+    records = read_metrics(run)
+    assert [r["step"] for r in records if "eval/success" in r] == list(range(100, step, 100))
+    assert records[-1]["step"] == step and "train/updates" in records[-1], "logged before"
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
+class WriteThenSignal:
+    """A checkpoint file that sends the process signals between its writes."""
+
+    def __init__(self, file, signals):
+        self.file, self.writes, self.signals = file, 0, dict(signals)
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes in self.signals:
+            kill_self(self.signals[self.writes])
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_signals_during_the_checkpoint_write_leave_it_whole(
+    straight, tmp_path, monkeypatch, capsys
+):
+    """SIGTERM while the periodic checkpoint at 100 is written, then a second SIGTERM and a
+    SIGUSR1 later in the same write: the write completes, is not repeated, and the run stops."""
+    run = tmp_path / "run"
+    save, written = torch.save, []
+
+    def save_with_signals(payload, file):
+        written.append(os.path.basename(file.name))
+        if "step-0000000100" in file.name:
+            file = WriteThenSignal(file, {2: signal.SIGTERM, 4: signal.SIGTERM, 6: signal.SIGUSR1})
+        return save(payload, file)
+
+    monkeypatch.setattr(torch, "save", save_with_signals)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    monkeypatch.setattr(torch, "save", save)
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 100)
+
+    assert sum("step-" in name for name in written) == 1, "written once"
+    assert sorted(p.name for p in checkpoint_dir(run).iterdir()) == [
+        BEST_FILE,
+        "step-0000000100.pt",
+    ], "no temporary file left"
+    assert load_checkpoint(step_file(run, 100)).step == 100  # the checksum holds
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
+class FullDisk:
+    """A file on a disk with ``free`` bytes left: a write beyond fails as the kernel's would."""
+
+    def __init__(self, file, free):
+        self.file, self.free = file, free
+
+    def write(self, data):
+        size = len(data.encode()) if isinstance(data, str) else memoryview(data).nbytes
+        if size > self.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.free -= size
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_resumes_exactly(
+    straight, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    save = torch.save
+
+    def save_on_a_full_disk(payload, file):
+        if "step-0000000200" in file.name:
+            file = FullDisk(file, free=20_000)
+        return save(payload, file)
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == WRITE_FAILED
+    monkeypatch.setattr(torch, "save", save)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert err.strip() == (
+        f"mtrl-train: error: cannot write '{step_file(run, 200)}': No space left on device "
+        f"[errno 28] at step 200; the last intact checkpoint is {step_file(run, 100)}; once "
+        f"there is space, continue with: mtrl-train --resume {run}"
+    )
+    assert sorted(p.name for p in checkpoint_dir(run).iterdir()) == [
+        BEST_FILE,
+        "step-0000000100.pt",
+    ], "no partial or temporary file"
+    assert load_checkpoint(step_file(run, 100)).step == 100
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
+def test_a_full_disk_while_logging_is_one_line(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    logger_init = mtrl.train.RunLogger.__init__
+
+    def init_on_a_full_disk(self, *args, **kwargs):
+        logger_init(self, *args, **kwargs)
+        self._jsonl = FullDisk(self._jsonl, free=3_000)
+
+    monkeypatch.setattr(mtrl.train.RunLogger, "__init__", init_on_a_full_disk)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == WRITE_FAILED
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert err.startswith(f"mtrl-train: error: cannot write '{run / 'metrics.jsonl'}': No space")
+    assert "--resume" in err or "start the run again" in err
+
+
+def test_write_failed_names_the_os_error_behind_torchs_runtime_error(tmp_path):
+    """torch reports a failed write of its file as a RuntimeError raised from the OSError."""
+    from mtrl.checkpoint import KIND_AGENT, save_checkpoint
+
+    path = tmp_path / "c.pt"
+    real = torch.save
+    try:
+        torch.save = lambda payload, file: real(payload, FullDisk(file, free=10))
+        with pytest.raises(WriteFailed, match=r"No space left on device \[errno 28\]") as info:
+            save_checkpoint(path, KIND_AGENT, {"w": torch.zeros(10_000)})
+    finally:
+        torch.save = real
+    assert info.value.path == path and info.value.error.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_in_a_long_update_burst_exits_within_seconds(tmp_path):
+    """A real SIGTERM to a separate process in a burst of 20000 updates (tens of seconds):
+    a checkpoint and exit status 3 within a few seconds, most of the burst still due."""
+    run = tmp_path / "run"
+    burst = 20_000
+    args = tiny_mt1(300, run, "checkpoint.every=0", f"train.warmup_updates={burst}")
+    process = start_module(TRAIN, *args, log=tmp_path / "log")
+    try:
+        # the log line at step 20 comes before the burst at step 40 (40 steps take milliseconds)
+        wait_for(lambda: (run / "metrics.jsonl").exists() and read_metrics(run), process, "20")
+        time.sleep(1.0)
+        start = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == PREEMPTED
+        latency = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Traceback" not in (tmp_path / "log").read_text()
+    checkpoint = load_checkpoint(train_checkpoints(run)[-1])
+    pending = checkpoint.state["trainer"]["pending_updates"]
+    assert checkpoint.step == 40 and burst // 2 < pending < burst, pending
+    print(f"SIGTERM to exit: {latency:.2f} s, {pending} of {burst} updates still due")
+    assert latency < 15, f"{latency:.1f} s from SIGTERM to exit"
+
+
+def test_preempted_twice_in_a_row_still_ends_as_the_uninterrupted_run(
+    straight, tmp_path, monkeypatch, capsys
+):
+    """A run stopped in its burst, resumed and stopped again in the evaluation at 100: still
+    the uninterrupted run in the end (two preemption checkpoints in a row)."""
+    run = tmp_path / "run"
+    update, evaluate = MTSAC.update, mtrl.train.evaluate
+
+    def update_and_signal(agent, batch):
+        if agent.updates == 5:
+            kill_self(signal.SIGUSR1)
+        return update(agent, batch)
+
+    monkeypatch.setattr(MTSAC, "update", update_and_signal)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    monkeypatch.setattr(MTSAC, "update", update)
+    assert load_checkpoint(step_file(run, 40)).state["trainer"]["pending_updates"] == 34
+
+    def evaluate_and_signal(agent, *args, **kwargs):
+        kill_self()
+        return evaluate(agent, *args, **kwargs)
+
+    monkeypatch.setattr(mtrl.train, "evaluate", evaluate_and_signal)
+    assert train_main(["--resume", str(run), "--no-progress"]) == PREEMPTED
+    monkeypatch.setattr(mtrl.train, "evaluate", evaluate)
+    assert load_checkpoint(step_file(run, 100)).state["trainer"]["evaluation_pending"]
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
+def test_a_signal_in_the_burst_of_the_overlapped_collector(tmp_path, monkeypatch, capsys):
+    """Under ``train.collector=overlap`` the burst runs while the env workers step: it stops after
+    the update the signal came in, the workers' step is stored, and the checkpoint holds the
+    updates still due (mid-episode: the resumed run starts new episodes, deterministically)."""
+    run = tmp_path / "run"
+    args = (*ARGS, "train.collector=overlap", "train.env_workers=1")
+    update, calls = MTSAC.update, []
+
+    def update_and_signal(agent, batch):
+        calls.append(agent.updates)
+        if agent.updates == 10:
+            kill_self()
+        return update(agent, batch)
+
+    monkeypatch.setattr(MTSAC, "update", update_and_signal)
+    assert train_main(tiny_mt1(300, run, *args)) == PREEMPTED
+    monkeypatch.setattr(MTSAC, "update", update)
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 41)
+    assert len(calls) == 11
+    checkpoint = load_checkpoint(step_file(run, 41))
+    assert checkpoint.state["trainer"]["pending_updates"] == 29
+    assert not checkpoint.state["episode_boundary"]
+
+    shutil.copytree(run, tmp_path / "again")
+    for folder in (run, tmp_path / "again"):
+        assert train_main(["--resume", str(folder), "--no-progress"]) == 0
+    assert_same_checkpoint(step_file(run, 300), step_file(tmp_path / "again", 300))
+    assert load_checkpoint(step_file(run, 300)).state["agent"]["updates"] == 40 + 300 - 41

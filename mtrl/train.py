@@ -296,13 +296,19 @@ class Trainer:
                 bar.update(self.num_tasks)
                 self._finish_step(final_step, clock, bar)
         except BaseException:
-            self.signals.uninstall()
             bar.close()
-            self._close_after_error()
+            try:
+                self._close_after_error()
+            finally:
+                self.signals.uninstall()
             raise
-        self.signals.uninstall()
+        # The handlers stay until the run is closed: a second signal while the envs close must
+        # not turn a complete run or a written checkpoint into a death by signal.
         bar.close()
-        self.close()
+        try:
+            self.close()
+        finally:
+            self.signals.uninstall()
         assert self.final_result is not None  # validate() leaves at least one evaluation
         return self.final_result
 

@@ -163,32 +163,101 @@ class WriteThenSignal:
         return getattr(self.file, name)
 
 
+@pytest.mark.parametrize("which", ["periodic", "preemption"])
 def test_signals_during_the_checkpoint_write_leave_it_whole(
-    straight, tmp_path, monkeypatch, capsys
+    straight, tmp_path, monkeypatch, capsys, which
 ):
-    """SIGTERM while the periodic checkpoint at 100 is written, then a second SIGTERM and a
-    SIGUSR1 later in the same write: the write completes, is not repeated, and the run stops."""
+    """Signals while a checkpoint file is written: the periodic one at 100 (the first signal
+    comes in its write, then a second SIGTERM and a SIGUSR1), or the preemption checkpoint at 40
+    after a SIGUSR1 in the burst (SIGTERM and SIGUSR1 in its write). The write completes, is not
+    repeated, and the run stops on the first signal."""
     run = tmp_path / "run"
+    if which == "periodic":
+        step, first, in_write = 100, "SIGTERM", {2: signal.SIGTERM, 4: signal.SIGTERM}
+        files = [BEST_FILE, "step-0000000100.pt"]
+    else:
+        step, first, in_write = 40, "SIGUSR1", {2: signal.SIGTERM}
+        files = ["step-0000000040.pt"]
+        update = MTSAC.update
+
+        def update_and_signal(agent, batch):
+            if agent.updates == 10:
+                kill_self(signal.SIGUSR1)
+            return update(agent, batch)
+
+        monkeypatch.setattr(MTSAC, "update", update_and_signal)
+    in_write[6] = signal.SIGUSR1
     save, written = torch.save, []
 
     def save_with_signals(payload, file):
         written.append(os.path.basename(file.name))
-        if "step-0000000100" in file.name:
-            file = WriteThenSignal(file, {2: signal.SIGTERM, 4: signal.SIGTERM, 6: signal.SIGUSR1})
+        if f"step-{step:010d}" in file.name:
+            file = WriteThenSignal(file, in_write)
         return save(payload, file)
 
     monkeypatch.setattr(torch, "save", save_with_signals)
     assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
-    monkeypatch.setattr(torch, "save", save)
-    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 100)
+    monkeypatch.undo()
+    assert_one_line_preemption(capsys.readouterr().err, first, step)
 
     assert sum("step-" in name for name in written) == 1, "written once"
-    assert sorted(p.name for p in checkpoint_dir(run).iterdir()) == [
-        BEST_FILE,
-        "step-0000000100.pt",
-    ], "no temporary file left"
-    assert load_checkpoint(step_file(run, 100)).step == 100  # the checksum holds
+    assert sorted(p.name for p in checkpoint_dir(run).iterdir()) == files, "no temporary file"
+    assert load_checkpoint(step_file(run, step)).step == step  # the checksum holds
     assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
+def test_a_signal_while_the_run_closes_keeps_exit_status_3(tmp_path, monkeypatch, capsys):
+    """A second SIGTERM while the envs close after the preemption checkpoint (a cluster that
+    signals again) does not kill the trainer: the handlers stay until everything is closed."""
+    run = tmp_path / "run"
+    update, close_envs = MTSAC.update, mtrl.train.Trainer._close_envs
+
+    def update_and_signal(agent, batch):
+        if agent.updates == 3:
+            kill_self()
+        return update(agent, batch)
+
+    def close_envs_and_signal(trainer):
+        kill_self()
+        close_envs(trainer)
+
+    monkeypatch.setattr(MTSAC, "update", update_and_signal)
+    monkeypatch.setattr(mtrl.train.Trainer, "_close_envs", close_envs_and_signal)
+    outside = []  # what reached the handler in place before the trainer's (not pytest's death)
+    before = signal.signal(signal.SIGTERM, lambda *args: outside.append(args))
+    try:
+        assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert outside == [], "the second SIGTERM came after the trainer's handler was removed"
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 40)
+
+
+def test_a_signal_in_the_evaluation_at_the_start(tmp_path, monkeypatch, capsys):
+    """``train.eval_at_start``: stopped in the evaluation before the first step, the run has a
+    checkpoint at step 0 and resumes as the uninterrupted run."""
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    args = (*ARGS, "train.eval_at_start=true")
+    assert train_main(tiny_mt1(300, straight, *args)) == 0
+    evaluate = mtrl.train.evaluate
+
+    def evaluate_and_signal(agent, *args, **kwargs):
+        kill_self()
+        return evaluate(agent, *args, **kwargs)
+
+    monkeypatch.setattr(mtrl.train, "evaluate", evaluate_and_signal)
+    assert train_main(tiny_mt1(300, run, *args)) == PREEMPTED
+    monkeypatch.undo()
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 0)
+    checkpoint = load_checkpoint(step_file(run, 0))
+    assert checkpoint.state["trainer"]["evaluation_pending"]
+    assert checkpoint.state["replay"]["size"] == 0
+    assert read_metrics(run) == []
+    assert train_main(["--resume", str(run), "--no-progress"]) == 0
+    assert_same_checkpoint(step_file(straight, 300), step_file(run, 300))
+    evals = [r["step"] for r in read_metrics(run) if "eval/success" in r]
+    assert evals == [0, 100, 200, 300]
+    assert without_timing(read_metrics(straight)) == without_timing(read_metrics(run))
 
 
 class FullDisk:

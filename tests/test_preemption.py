@@ -10,6 +10,8 @@ import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +19,8 @@ import torch
 from helpers import (
     TRAIN,
     assert_same_checkpoint,
+    child_env,
+    run_module,
     start_module,
     tiny_mt1,
     wait_for,
@@ -421,3 +425,38 @@ def test_a_signal_in_the_burst_of_the_overlapped_collector(tmp_path, monkeypatch
         assert train_main(["--resume", str(folder), "--no-progress"]) == 0
     assert_same_checkpoint(step_file(run, 300), step_file(tmp_path / "again", 300))
     assert load_checkpoint(step_file(run, 300)).state["agent"]["updates"] == 40 + 300 - 41
+
+
+def test_a_real_write_failure_of_the_os_is_one_line_and_resumes_exactly(straight, tmp_path):
+    """The kernel refuses the write (a file size limit, ``RLIMIT_FSIZE``: EFBIG, as a full disk
+    refuses with ENOSPC) in a separate process: torch's own error path, one line, status 5."""
+    resource = pytest.importorskip("resource")
+    run = tmp_path / "run"
+    limit = 280_000  # the checkpoint at 100 (~264 kB) fits, the one at 200 (~298 kB) does not
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", TRAIN, *tiny_mt1(300, run, *ARGS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == WRITE_FAILED, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"mtrl-train: error: cannot write '{step_file(run, 200)}': File too large [errno 27] "
+        f"at step 200; the last intact checkpoint is {step_file(run, 100)}; once there is "
+        f"space, continue with: mtrl-train --resume {run}"
+    )
+    assert sorted(p.name for p in checkpoint_dir(run).iterdir()) == [
+        BEST_FILE,
+        "step-0000000100.pt",
+    ]
+    resumed = run_module(TRAIN, "--resume", str(run), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_checkpoint(step_file(straight, 300), step_file(run, 300))
+    assert without_timing(read_metrics(straight)) == without_timing(read_metrics(run))

@@ -20,7 +20,10 @@ function of the env's task, so it is rebuilt by putting each env back on its sav
 then loading the saved goal-sampling RNG states through Meta-World's ``load_checkpoint``. The
 observation after that reset is compared with the saved one. A checkpoint taken mid-episode (on
 preemption) restores everything but the physics: the envs start new episodes on resume, so the
-continuation is deterministic but not identical to an uninterrupted run.
+continuation is deterministic but not identical to an uninterrupted run. A preemption checkpoint
+may also be taken inside a vector step, with some of its updates still due or its evaluation not
+(or not completely) run: the trainer's state says which, the evaluation envs' state is the one
+from before that evaluation, and the resumed run does the rest first (see :mod:`mtrl.train`).
 """
 
 from __future__ import annotations

@@ -262,7 +262,7 @@ class Trainer:
         final = state.get("final_result")  # absent from checkpoints older than eval_final
         self.final_result = None if final is None else EvalResult(**final)
         self.interval.load_state_dict(state["interval"], self.device)
-        # absent from checkpoints older than mtrl 0.4: they were taken between vector steps
+        # absent from checkpoints of earlier versions, which were all taken between vector steps
         self.pending_updates = state.get("pending_updates", 0)
         self.evaluation_pending = state.get("evaluation_pending", False)
         self.episodes.load_state_dict(state["episodes"])

@@ -151,6 +151,37 @@ def test_a_signal_in_an_evaluation_stops_it_within_one_step(
     assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
 
 
+def test_a_signal_in_the_last_update_before_an_evaluation_defers_the_evaluation(
+    straight, tmp_path, monkeypatch, capsys
+):
+    """The signal comes in the update of step 100, after which an evaluation is due: the step's
+    log line is written, the evaluation is not started, and runs after the resume."""
+    run = tmp_path / "run"
+    update, evaluations = MTSAC.update, []
+    evaluate = mtrl.train.evaluate
+
+    def update_and_signal(agent, batch):
+        if agent.updates == 99:  # 40 in the burst at step 40, then one per step: step 100's
+            kill_self()
+        return update(agent, batch)
+
+    def count_evaluations(*args, **kwargs):
+        evaluations.append(args)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(MTSAC, "update", update_and_signal)
+    monkeypatch.setattr(mtrl.train, "evaluate", count_evaluations)
+    assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    monkeypatch.undo()
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 100)
+    assert evaluations == []
+    checkpoint = load_checkpoint(step_file(run, 100))
+    assert checkpoint.state["trainer"]["evaluation_pending"]
+    assert checkpoint.state["trainer"]["pending_updates"] == 0
+    assert read_metrics(run)[-1]["step"] == 100
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
 class WriteThenSignal:
     """A checkpoint file that sends the process signals between its writes."""
 

@@ -20,7 +20,10 @@ function of the env's task, so it is rebuilt by putting each env back on its sav
 then loading the saved goal-sampling RNG states through Meta-World's ``load_checkpoint``. The
 observation after that reset is compared with the saved one. A checkpoint taken mid-episode (on
 preemption) restores everything but the physics: the envs start new episodes on resume, so the
-continuation is deterministic but not identical to an uninterrupted run.
+continuation is deterministic but not identical to an uninterrupted run. A preemption checkpoint
+may also be taken inside a vector step, with some of its updates still due or its evaluation not
+(or not completely) run: the trainer's state says which, the evaluation envs' state is the one
+from before that evaluation, and the resumed run does the rest first (see :mod:`mtrl.train`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import re
 import signal
 import threading
 import warnings
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +90,30 @@ RESUME_MUTABLE_KEYS = (
 
 class CheckpointError(ValueError):
     """A missing, unreadable, corrupted, foreign or incompatible checkpoint; one line for users."""
+
+
+class WriteFailed(Exception):
+    """Writing a checkpoint or the run's logs failed with an ``OSError`` (a full disk, a quota,
+    an I/O error); one line for users. ``path``: the file; ``error``: the ``OSError``."""
+
+    def __init__(self, path: Path | str, error: OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        code = f" [errno {error.errno}]" if error.errno else ""
+        super().__init__(f"cannot write '{path}': {reason}{code}")
+        self.path, self.error = Path(path), error
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` that ``exc`` is or was raised from (torch turns an ``OSError`` of the file
+    it writes into a ``RuntimeError``, with the ``OSError`` as its context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 # --------------------------------------------------------------------------------- file format
@@ -166,6 +194,8 @@ def save_checkpoint(path: Path, kind: str, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically: a temporary file beside ``path``, fsync, rename, fsync dir.
 
     A crash at any point leaves either the previous file or the new one, never a partial one.
+    An ``OSError`` while writing (a full disk) removes the temporary file and is raised as
+    :class:`WriteFailed`.
     """
     tensors: dict[str, torch.Tensor] = {}
     text = json.dumps(_encode(state, tensors, ""), separators=(",", ":"))
@@ -178,18 +208,22 @@ def save_checkpoint(path: Path, kind: str, state: dict[str, Any]) -> Path:
         "tensors": tensors,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        error = os_error_in(exc) if isinstance(exc, Exception) else None
+        if error is not None:
+            raise WriteFailed(path, error) from None
         raise
-    _fsync_dir(path.parent)
     return path
 
 
@@ -324,6 +358,10 @@ class Run(Protocol):
     checkpointer: Checkpointer
     step: int
     at_boundary: bool
+    eval_envs_state: list[dict[str, Any]] | None
+    """The evaluation envs' state (:func:`env_state`) from before the evaluation in progress, or
+    None between evaluations: a checkpoint written during an evaluation stores it, so that the
+    evaluation runs again on resume from the same start."""
 
     def loop_state(self) -> dict[str, Any]:
         """The training loop's own state: current observations, unfinished episodes, metrics
@@ -496,7 +534,7 @@ def _task_digest(serialized_tasks: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(serialized_tasks, sort_keys=True).encode()).hexdigest()
 
 
-def _env_state(envs: gym.vector.VectorEnv) -> list[dict[str, Any]]:
+def env_state(envs: gym.vector.VectorEnv) -> list[dict[str, Any]]:
     """Per env: Meta-World's checkpoint (goal-sampling and env RNG states, task-sampling switch),
     a digest of its task list, and the index of the task it is on now.
 
@@ -529,6 +567,9 @@ def _env_state(envs: gym.vector.VectorEnv) -> list[dict[str, Any]]:
             }
         )
     return saved
+
+
+_env_state = env_state  # the name of mtrl 0.3.0
 
 
 def _restore_envs(envs: gym.vector.VectorEnv, saved: list[dict[str, Any]]) -> np.ndarray:
@@ -704,7 +745,12 @@ def _train_state(run: Run, finished: bool) -> dict[str, Any]:
         "agent": _agent_state(run.agent),
         "replay": _replay_state(run.replay),
         "rng": _rng_state(run),
-        "envs": {"train": _env_state(run.envs), "eval": _env_state(run.eval_envs)},
+        "envs": {
+            "train": env_state(run.envs),
+            "eval": env_state(run.eval_envs)
+            if run.eval_envs_state is None
+            else run.eval_envs_state,
+        },
         "logger": {"metrics_bytes": run.logger.position()},
         "checkpointer": run.checkpointer.state(),
     }
@@ -839,7 +885,12 @@ class Preempted(Exception):
 
 
 class PreemptionSignals:
-    """Records SIGTERM / SIGUSR1 instead of dying, so the loop can checkpoint and exit."""
+    """Records SIGTERM / SIGUSR1 instead of dying, so the loop can checkpoint and exit.
+
+    The handler only records the first signal: a second one, or one that arrives while a
+    checkpoint is written, changes nothing (the write goes on; Python retries the system call it
+    interrupted). The trainer polls :attr:`received` between two updates and between two steps
+    of an evaluation."""
 
     NAMES = ("SIGTERM", "SIGUSR1")
 

@@ -36,6 +36,9 @@ PREEMPTED = 3
 """Exit status after SIGTERM/SIGUSR1: a checkpoint was written; requeue with ``--resume``."""
 ENV_WORKER_FAILED = 4
 """Exit status when an env worker process died or hung: resume from the last checkpoint."""
+WRITE_FAILED = 5
+"""Exit status when writing a checkpoint or the logs failed (a full disk, a quota, an I/O
+error): no partial file is left; resume from the last checkpoint once it can be written."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,7 +80,9 @@ def _options_epilog() -> str:
                 f"exit status: 0 done; {USAGE_ERROR} bad command line, config or checkpoint (one "
                 f"line on stderr, nothing written); {PREEMPTED} stopped by SIGTERM or SIGUSR1 "
                 f"after writing a checkpoint (requeue with --resume DIR); {ENV_WORKER_FAILED} an "
-                "env worker process died or hung (resume from the last checkpoint); anything "
+                "env worker process died or hung (resume from the last checkpoint); "
+                f"{WRITE_FAILED} writing a checkpoint or the logs failed, e.g. a full disk (one "
+                "line on stderr; resume from the last checkpoint once there is space); anything "
                 "else: a crash",
                 100,
             ),
@@ -327,7 +332,7 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _train(trainer: Trainer, run_dir: Path) -> int:
-    from mtrl.checkpoint import Preempted, latest_checkpoint
+    from mtrl.checkpoint import Preempted, WriteFailed, latest_checkpoint
     from mtrl.collector import EnvWorkerError
 
     try:
@@ -344,6 +349,16 @@ def _train(trainer: Trainer, run_dir: Path) -> int:
         )
         print(f"\nmtrl-train: error: {exc} at step {trainer.step}; {then}", file=sys.stderr)
         return ENV_WORKER_FAILED
+    except WriteFailed as exc:
+        latest = latest_checkpoint(run_dir)  # written atomically: a listed one is complete
+        then = (
+            f"the last intact checkpoint is {latest}; once there is space, continue with: "
+            f"mtrl-train --resume {run_dir}"
+            if latest is not None
+            else "no checkpoint was written yet: start the run again once there is space"
+        )
+        print(f"\nmtrl-train: error: {exc} at step {trainer.step}; {then}", file=sys.stderr)
+        return WRITE_FAILED
     except KeyboardInterrupt:
         print(f"\nmtrl-train: interrupted at step {trainer.step}; 'mtrl-train --resume {run_dir}'"
               " continues from its last checkpoint", file=sys.stderr)  # fmt: skip

@@ -4,10 +4,14 @@
 ends at its first successful step and counts as a success; an episode that reaches the time
 limit without one counts as a failure. That is the "success at any step" rule. Returns are
 summed up to that end, so a solved episode's return is shorter than a full horizon's.
+
+An evaluation can be abandoned between two of its vector steps (``stop``): the trainer does so
+on a preemption signal, and runs the whole evaluation again on resume.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,13 +46,21 @@ class EvalResult:
         return out
 
 
-class _DeterministicPolicy:
-    """A policy seen through Meta-World's ``evaluation.Agent`` protocol."""
+class EvaluationStopped(Exception):
+    """``stop()`` said yes during an evaluation: its episodes were abandoned, it has no result."""
 
-    def __init__(self, policy: Policy):
+
+class _DeterministicPolicy:
+    """A policy seen through Meta-World's ``evaluation.Agent`` protocol; asked for the actions
+    of every vector step, it raises :class:`EvaluationStopped` instead once ``stop()`` is true."""
+
+    def __init__(self, policy: Policy, stop: Callable[[], bool] | None = None):
         self.policy = policy
+        self.stop = stop
 
     def eval_action(self, observations: np.ndarray) -> np.ndarray:
+        if self.stop is not None and self.stop():
+            raise EvaluationStopped
         return self.policy.act(observations, deterministic=True)
 
     def reset(self, env_mask: np.ndarray) -> None:
@@ -56,12 +68,21 @@ class _DeterministicPolicy:
 
 
 def evaluate(
-    policy: Policy, envs: gym.vector.VectorEnv, task_names: tuple[str, ...], episodes: int
+    policy: Policy,
+    envs: gym.vector.VectorEnv,
+    task_names: tuple[str, ...],
+    episodes: int,
+    stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
-    """Run ``episodes`` deterministic episodes per task and report success rates in task order."""
+    """Run ``episodes`` deterministic episodes per task and report success rates in task order.
+
+    ``stop``: asked before every vector step; once it returns true the evaluation ends with
+    :class:`EvaluationStopped` (the envs are then mid-episode: reset them before reuse).
+    """
     if episodes <= 0:
         raise ValueError(f"episodes must be > 0, got {episodes}")
-    _, _, success, returns = metaworld_evaluation(_DeterministicPolicy(policy), envs, episodes)
+    agent = _DeterministicPolicy(policy, stop)
+    _, _, success, returns = metaworld_evaluation(agent, envs, episodes)
     return EvalResult(
         success={task: float(success[task]) for task in task_names},
         mean_return={task: float(np.mean(returns[task])) for task in task_names},

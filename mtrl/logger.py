@@ -1,5 +1,6 @@
 """Metrics to tensorboard event files and ``metrics.jsonl`` (one JSON object a line), and
-optionally to Weights & Biases."""
+optionally to Weights & Biases. An ``OSError`` while writing them (a full disk) is raised as
+:class:`mtrl.checkpoint.WriteFailed`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,30 +51,49 @@ class RunLogger:
         )
 
     def log(self, step: int, metrics: dict[str, float], **extra: object) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, global_step=step)
         record = {"step": step, **extra, **{k: _json_number(v) for k, v in metrics.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        with self._writing():
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, global_step=step)
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
         if self._wandb is not None:
             self._wandb.log(dict(metrics), step=step)
 
     def flush(self) -> None:
-        self.writer.flush()
-        self._jsonl.flush()
+        with self._writing():
+            self.writer.flush()
+            self._jsonl.flush()
 
     def position(self) -> int:
         """Bytes of metrics.jsonl written so far, everything flushed to the files first."""
         self.flush()
-        os.fsync(self._jsonl.fileno())
-        return os.fstat(self._jsonl.fileno()).st_size
+        with self._writing():
+            os.fsync(self._jsonl.fileno())
+            return os.fstat(self._jsonl.fileno()).st_size
 
     def close(self) -> None:
-        self.writer.close()
-        self._jsonl.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
+        try:
+            with self._writing():
+                try:
+                    self.writer.close()
+                finally:
+                    self._jsonl.close()
+        finally:
+            if self._wandb is not None:
+                self._wandb.finish()
+                self._wandb = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An ``OSError`` of the metrics files (or of tensorboard's writer thread, which raises
+        it at the next call) as a one-line :class:`mtrl.checkpoint.WriteFailed`."""
+        try:
+            yield
+        except OSError as exc:
+            from mtrl.checkpoint import WriteFailed
+
+            raise WriteFailed(exc.filename or self.run_dir / METRICS_FILE, exc) from None
 
 
 def require_wandb(settings: LoggerConfig) -> None:

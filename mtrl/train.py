@@ -4,6 +4,11 @@ Its schedule: ``train.warmup_steps`` of random actions, then ``train.updates_per
 per vector step (the first update step runs ``train.warmup_updates`` instead, if set:
 [updates_due][mtrl.train.updates_due]), and evaluations at the steps
 [evaluation_steps][mtrl.train.evaluation_steps] lists.
+
+Preemption: after SIGTERM or SIGUSR1 the loop stops at the next of these points, writes a
+checkpoint and raises :class:`mtrl.checkpoint.Preempted`: between two updates (also inside the
+warm-up burst; the updates still due are in the checkpoint), between two vector steps of an
+evaluation (the evaluation runs again, whole, on resume), or after the vector step.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -28,13 +33,15 @@ from mtrl.checkpoint import (
     Checkpointer,
     Preempted,
     PreemptionSignals,
+    WriteFailed,
+    env_state,
     restore_run,
 )
 from mtrl.collector import StepResult, make_train_envs
 from mtrl.config import Config, TrainConfig, check_task_multiples
 from mtrl.device import resolve_device
 from mtrl.envs import make_envs, parse_benchmark
-from mtrl.evaluation import EvalResult, evaluate
+from mtrl.evaluation import EvalResult, EvaluationStopped, evaluate
 from mtrl.logger import RunLogger
 from mtrl.models import load_task_embeddings
 from mtrl.replay import Batch, MultiTaskReplay
@@ -204,6 +211,16 @@ class Trainer:
         """The evaluation marked final, once it happened (with ``train.eval_final`` false it
         comes before the end of training)."""
         self.interval = IntervalMetrics()
+        self.signals = PreemptionSignals()
+        self.pending_updates = 0
+        """Updates of the current vector step not run yet (nonzero only while it updates, or in
+        a checkpoint taken when a signal stopped its updates)."""
+        self.evaluation_pending = False
+        """The evaluation due at ``step`` has not run yet: it is running, or a signal stopped the
+        run before or during it (the updates and the log line of the step came before it)."""
+        self.eval_envs_state: list[dict[str, Any]] | None = None
+        """The evaluation envs' state from before the evaluation in progress (see
+        :class:`mtrl.checkpoint.Run`)."""
         self.obs, _ = self.envs.reset()
         self.at_boundary = True
         """All envs start a new episode at the next step (checkpoints are exact only here)."""
@@ -239,6 +256,8 @@ class Trainer:
             "obs": self.obs,
             "episodes": self.episodes.state_dict(),
             "interval": self.interval.state_dict(),
+            "pending_updates": self.pending_updates,
+            "evaluation_pending": self.evaluation_pending,
         }
 
     def load_loop_state(self, state: dict[str, Any], obs: np.ndarray, restart: bool) -> None:
@@ -246,6 +265,9 @@ class Trainer:
         final = state.get("final_result")  # absent from checkpoints older than eval_final
         self.final_result = None if final is None else EvalResult(**final)
         self.interval.load_state_dict(state["interval"], self.device)
+        # absent from checkpoints of earlier versions, which were all taken between vector steps
+        self.pending_updates = state.get("pending_updates", 0)
+        self.evaluation_pending = state.get("evaluation_pending", False)
         self.episodes.load_state_dict(state["episodes"])
         if restart:
             self.episodes.drop_unfinished()
@@ -264,31 +286,70 @@ class Trainer:
             disable=not self.progress,
         )
         clock = _IntervalClock(self.step)
-        signals = PreemptionSignals().install()
+        self.signals.install()
         final_step = final_evaluation_step(train)
         try:
-            if self.step == 0 and train.eval_at_start:
-                self._scheduled_evaluation(final_step)
+            if self.pending_updates or self.evaluation_pending:
+                self._finish_step(final_step, clock, bar)  # resumed inside the step it stopped in
+            elif self.step == 0 and train.eval_at_start:
+                self.evaluation_pending = True
+                self._finish_step(final_step, clock, bar)
             while self.step < train.total_steps:
                 self.train_step()
                 bar.update(self.num_tasks)
-                if _due(self.step, train.log_every):
-                    self._log_train(clock.rate(self.step))
-                if _due(self.step, train.eval_every) and self.step < train.total_steps:
-                    with clock.paused():
-                        self._scheduled_evaluation(final_step)
-                    bar.set_postfix(success=f"{self.last_success:.2f}")
-                if self.step < train.total_steps:
-                    self._checkpoint_if_due(signals.received)
-            if train.eval_final:
-                self._scheduled_evaluation(final_step)
-            self.checkpointer.save(self, finished=True)
-            assert self.final_result is not None  # validate() leaves at least one evaluation
-            return self.final_result
-        finally:
-            signals.uninstall()
+                self._finish_step(final_step, clock, bar)
+        except BaseException:
             bar.close()
+            try:
+                self._close_after_error()
+            finally:
+                self.signals.uninstall()
+            raise
+        # The handlers stay until the run is closed: a second signal while the envs close must
+        # not turn a complete run or a written checkpoint into a death by signal.
+        bar.close()
+        try:
             self.close()
+        finally:
+            self.signals.uninstall()
+        assert self.final_result is not None  # validate() leaves at least one evaluation
+        return self.final_result
+
+    def _finish_step(self, final_step: int, clock: _IntervalClock, bar: tqdm) -> None:
+        """What is due at ``step`` after its env step, in this order: its updates not run yet,
+        its log line, its evaluation, its checkpoint (the final one at the end of training).
+
+        A preemption signal stops it between two updates, before or during the evaluation, or
+        at the checkpoint: a checkpoint records how far it got (``pending_updates``,
+        ``evaluation_pending``), and a resumed run starts here with the rest.
+        """
+        train = self.config.train
+        if not self.evaluation_pending:
+            self._update()
+            if self.pending_updates:
+                self._preempt()  # stopped in the burst: the updates still due are checkpointed
+            if self.step > 0 and _due(self.step, train.log_every):
+                self._log_train(clock.rate(self.step))
+            self.evaluation_pending = self._evaluation_due(self.step)
+        if self.evaluation_pending:
+            if self.signals.received is not None:
+                self._preempt()  # before an evaluation, which runs after the resume
+            with clock.paused():
+                self._scheduled_evaluation(final_step)
+            bar.set_postfix(success=f"{self.last_success:.2f}")
+        if self.step < train.total_steps:
+            self._checkpoint_if_due()
+        else:
+            self.checkpointer.save(self, finished=True)
+
+    def _evaluation_due(self, step: int) -> bool:
+        """Whether an evaluation follows the updates of ``step`` (see :func:`evaluation_steps`)."""
+        train = self.config.train
+        if step == 0:
+            return train.eval_at_start
+        if step == train.total_steps:
+            return train.eval_final
+        return _due(step, train.eval_every) and step < train.total_steps
 
     def _scheduled_evaluation(self, final_step: int) -> None:
         """An evaluation of [evaluation_steps][mtrl.train.evaluation_steps]; the last one is the
@@ -298,14 +359,22 @@ class Trainer:
         episodes = (train.final_eval_episodes or train.eval_episodes) if final else 0
         self.evaluate(episodes or train.eval_episodes, final=final)
 
-    def _checkpoint_if_due(self, signal_name: str | None) -> None:
-        """Periodic checkpoints at episode boundaries; on a preemption signal, one now and stop."""
-        if self.checkpointer.due(self.step, self.at_boundary):
+    def _checkpoint_if_due(self) -> None:
+        """Periodic checkpoints at episode boundaries; on a preemption signal (also one that
+        came while the periodic checkpoint was written), one now and stop."""
+        saved = self.checkpointer.due(self.step, self.at_boundary)
+        if saved:
             self.checkpointer.save(self)
-        if signal_name is not None:
-            if self.checkpointer.last_step != self.step:
-                self.checkpointer.save(self)
-            raise Preempted(signal_name, self.step, self.checkpointer.path(self.step), self.run_dir)
+        if self.signals.received is not None:
+            self._preempt(saved=saved)
+
+    def _preempt(self, saved: bool = False) -> NoReturn:
+        """Write a checkpoint of the run as it is now (unless ``saved``: just written) and stop."""
+        assert self.signals.received is not None
+        if not saved:
+            self.checkpointer.save(self)
+        path = self.checkpointer.path(self.step)
+        raise Preempted(self.signals.received, self.step, path, self.run_dir)
 
     def _sampler(self) -> Callable[[], Batch]:
         """Draws one update's batch as ``train.replay_sampling`` says."""
@@ -347,14 +416,38 @@ class Trainer:
 
     def learn(self) -> None:
         """The update(s) of one vector step, once the replay holds ``train.warmup_steps``
-        transitions (and at least one per task)."""
+        transitions (and at least one per task). A preemption signal stops them between two
+        updates; the rest stay in ``pending_updates``."""
         train = self.config.train
         if self.step >= max(train.warmup_steps, self.num_tasks):
-            for _ in range(updates_due(self.agent.updates, train)):
-                self.interval.add(self.agent.update(self.sample()))
+            self.pending_updates = updates_due(self.agent.updates, train)
+            self._update()
+
+    def _update(self) -> None:
+        """Run the ``pending_updates``, one by one, until none is left or a signal came."""
+        while self.pending_updates > 0 and self.signals.received is None:
+            self.interval.add(self.agent.update(self.sample()))
+            self.pending_updates -= 1
 
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
-        result = evaluate(self.agent, self.eval_envs, self.benchmark.task_names, episodes)
+        """Evaluate, log and keep the best agent. A preemption signal stops it between two
+        vector steps: a checkpoint taken then holds the evaluation envs' state from before it
+        (and ``evaluation_pending``), so the resumed run evaluates again from the same start."""
+        self.eval_envs_state = env_state(self.eval_envs)
+        try:
+            result = evaluate(
+                self.agent,
+                self.eval_envs,
+                self.benchmark.task_names,
+                episodes,
+                stop=lambda: self.signals.received is not None,
+            )
+        except EvaluationStopped:
+            result = None
+        if result is None:
+            self._preempt()
+        self.eval_envs_state = None
+        self.evaluation_pending = False
         self.last_success = result.mean_success
         if final:
             self.final_result = result
@@ -397,8 +490,19 @@ class Trainer:
         return out
 
     def close(self) -> None:
-        self.logger.close()
-        self._close_envs()
+        try:
+            self.logger.close()
+        finally:
+            self._close_envs()
+
+    def _close_after_error(self) -> None:
+        """:meth:`close` without raising again: the error on its way is the one to report (after
+        a full disk, closing the logs fails too)."""
+        try:
+            with suppress(WriteFailed, OSError):
+                self.logger.close()
+        finally:
+            self._close_envs()
 
     def _close_envs(self) -> None:
         self.envs.close()

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from mtrl import protocols
+from mtrl.benchmarks import canonical_benchmark
 
 MAX_EPISODE_STEPS = 500
 """Meta-World v3 truncates every episode at 500 steps itself; a longer horizon cannot happen."""
@@ -441,13 +442,6 @@ def _merge_layers(config: DictConfig, layers: list[tuple[DictConfig, str]]) -> D
     for layer, origin in layers:
         config = _merge(config, layer, origin)
     return config
-
-
-def canonical_benchmark(name: str) -> str:
-    """Benchmark names are case-insensitive and a task set's names may be spaced out
-    (``MT50: reach-v3, push-v3``): one spelling is chosen before anything is stored."""
-    prefix, colon, rest = name.strip().lower().partition(":")
-    return prefix.strip() + colon + ",".join(part.strip() for part in rest.split(",") if colon)
 
 
 def to_yaml(config: Config) -> str:

@@ -13,18 +13,16 @@ from typing import TYPE_CHECKING, NoReturn
 from omegaconf import OmegaConf
 
 from mtrl import protocols
+from mtrl.benchmarks import benchmark_choices, canonical_benchmark
 from mtrl.config import (
     Config,
     ConfigError,
     available_presets,
-    canonical_benchmark,
-    check_task_multiples,
     describe_options,
     load_config,
     parse_overrides,
 )
-from mtrl.envs import benchmark_choices, parse_benchmark
-from mtrl.logger import require_wandb
+from mtrl.validation import validate_run
 
 if TYPE_CHECKING:
     import torch
@@ -200,46 +198,8 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
         if named is not None and canonical_benchmark(str(named)) in BENCHMARK_PRESETS:
             preset = canonical_benchmark(str(named))
     config = load_config(preset, overrides)
-    try:
-        benchmark = parse_benchmark(config.env.benchmark)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    check_task_multiples(config, benchmark.num_tasks)
-    check_surgery(config)
-    check_model(config, benchmark.task_names)
-    require_wandb(config.logger)
-    check_balancer(config)
+    validate_run(config)
     return config
-
-
-def check_surgery(config: Config) -> None:
-    """The method exists and accepts its options (TorchJD aggregators as ``torchjd:<Name>``)."""
-    from mtrl import surgery
-
-    name = config.surgery.name
-    if name == "none":
-        if config.surgery.options:
-            raise ConfigError("surgery.options are set but surgery.name is none")
-        return
-    if name not in surgery_choices() and not name.startswith("torchjd:"):
-        raise ConfigError(
-            f"unknown surgery '{name}'; allowed: {', '.join(surgery_choices())}, "
-            "or torchjd:<AggregatorName>"
-        )
-    try:
-        surgery.make(name, **config.surgery.options)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"surgery '{name}': {exc}") from None
-
-
-def check_balancer(config: Config) -> None:
-    """The balancer exists, accepts its options and is meaningful where it is applied."""
-    from mtrl.agent import check_balancer as check
-
-    try:
-        check(config.balancer, config.surgery)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def check_capture(config: Config, device: torch.device) -> None:
@@ -251,33 +211,6 @@ def check_capture(config: Config, device: torch.device) -> None:
         problem = capture_problem(config.surgery, device, config.balancer)
         if problem is not None:
             raise ConfigError(f"train.compile=cudagraph: {problem}")
-
-
-def check_model(config: Config, task_names: Sequence[str]) -> None:
-    """The model exists and accepts its options; a task embeddings file is read by the model
-    and has a vector of one length for every task of the run."""
-    from mtrl import models
-
-    agent = config.agent
-    if agent.model not in models.available():
-        raise ConfigError(
-            f"unknown model '{agent.model}' (agent.model); allowed: {', '.join(models.available())}"
-        )
-    try:
-        models.check(agent.model, agent.model_options)
-    except ValueError as exc:
-        raise ConfigError(f"agent.model_options: {exc}") from None
-    if agent.task_embeddings is None:
-        return
-    if agent.model not in models.TAKES_TASK_EMBEDDINGS:
-        raise ConfigError(
-            f"agent.task_embeddings is set but agent.model={agent.model} does not read it "
-            f"(only {', '.join(models.TAKES_TASK_EMBEDDINGS)} does)"
-        )
-    try:
-        models.load_task_embeddings(agent.task_embeddings, task_names)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -8,12 +8,13 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from mtrl import protocols
 from mtrl.benchmarks import benchmark_choices, canonical_benchmark
+from mtrl.clitools import USAGE_ERROR, OneLineParser
 from mtrl.config import (
     Config,
     ConfigError,
@@ -29,18 +30,10 @@ if TYPE_CHECKING:
 
     from mtrl.train import Trainer
 
-USAGE_ERROR = 2
 PREEMPTED = 3
 """Exit status after SIGTERM/SIGUSR1: a checkpoint was written; requeue with ``--resume``."""
 ENV_WORKER_FAILED = 4
 """Exit status when an env worker process died or hung: resume from the last checkpoint."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports errors in one line (no usage dump) with exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def surgery_choices() -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mtrl.analysis.controls import Control
 from mtrl.analysis.runs import KINDS, PROTOCOL_KEYS, ProtocolKey, Row, protocol_label, protocol_slug
 from mtrl.analysis.stats import Estimate
 from mtrl.analysis.summary import per_task
@@ -237,6 +238,80 @@ def write_curves_csv(
                 writer.writerow(record)
 
 
+CONTROL_COLUMNS = [
+    "task_set",
+    "control_benchmark",
+    "task",
+    "method",
+    "control_method",
+    "n_seeds",
+    "control_n_seeds",
+    "transitions_per_task",
+    "control_transitions_per_task",
+    *_bounded(*(f"{k}_mean" for k in KINDS)),
+    *_bounded(*(f"control_{k}_mean" for k in KINDS)),
+    *_bounded(*(f"p_improvement_{k}" for k in KINDS)),
+]
+
+
+def controls_table(controls: list[Control]) -> str:
+    """One line per task of a task-set row with a single-task control."""
+    lines = [
+        "| task | method | control | seeds | task set final % | alone final % | "
+        "P(final: set > alone) | task set best % | alone best % | P(best: set > alone) | "
+        "transitions per task (set / alone) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in controls:
+        cells = [
+            c.task,
+            c.row.label,
+            f"{dict(c.control)['benchmark']}: {c.control_row.label}",
+            f"{len(c.row.runs)} / {len(c.control_row.runs)}",
+        ]
+        for k in KINDS:
+            cells += [_cell(c.success[k]), _cell(c.control_success[k])]
+            cells.append(_cell(c.improvement[k], 1.0, 2))
+        cells.append(" / ".join(f"{n:.0f}" for n in c.transitions_per_task))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_controls(controls: list[Control], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CONTROL_COLUMNS)
+        writer.writeheader()
+        for c in controls:
+            per_task, alone = c.transitions_per_task
+            record = {
+                "task_set": dict(c.task_set)["benchmark"],
+                "control_benchmark": dict(c.control)["benchmark"],
+                "task": c.task,
+                "method": c.row.label,
+                "control_method": c.control_row.label,
+                "n_seeds": len(c.row.runs),
+                "control_n_seeds": len(c.control_row.runs),
+                "transitions_per_task": per_task,
+                "control_transitions_per_task": alone,
+            }
+            for k in KINDS:
+                record.update(_estimate_columns(f"{k}_mean", c.success[k]))
+                record.update(_estimate_columns(f"control_{k}_mean", c.control_success[k]))
+                record.update(_estimate_columns(f"p_improvement_{k}", c.improvement[k]))
+            writer.writerow(record)
+
+
+CONTROLS_LEGEND = (
+    "Each task of a task set that was also trained alone (a single-task control: the same paper "
+    "protocol, goal mode, horizon and reward): the task's mean success over the task set's seeds "
+    "and over the control's, in percent with 95% bootstrap intervals, and the probability that "
+    "a run of the task set scores higher on the task than a run alone (ties count half). "
+    "**best**: the task's success at each run's best evaluation (best averaged over its tasks). "
+    "The control of a method is the single-task row of the same method, else the one without "
+    "surgery and balancer. controls.csv holds the numbers."
+)
+
+
 def markdown_report(
     grouped: dict[ProtocolKey, list[Row]],
     notes: list[str],
@@ -244,6 +319,7 @@ def markdown_report(
     plots: bool,
     reps: int,
     seed: int,
+    controls: list[Control],
 ) -> str:
     used = sum(len(row.runs) for rows in grouped.values() for row in rows)
     parts = [
@@ -270,6 +346,8 @@ def markdown_report(
                 "",
                 f"![final success per task](tasks-{slug}.png)",
             ]
+    if controls:
+        parts += ["", "## Single-task controls", "", CONTROLS_LEGEND, "", controls_table(controls)]
     if notes:
         parts += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(parts) + "\n"

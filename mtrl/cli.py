@@ -22,6 +22,7 @@ from mtrl.config import (
     describe_options,
     load_config,
     parse_overrides,
+    to_yaml,
 )
 from mtrl.validation import validate_run
 
@@ -142,6 +143,12 @@ def train_parser() -> argparse.ArgumentParser:
         "train.env_workers and checkpoint.*",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset, protocol, flags and overrides, validated) as "
+        "YAML and exit: no run folder, no training",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return parser
 
@@ -213,6 +220,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return _resume_main(args, argv)
     try:
         config = resolve_train_config(args)
+        if args.print_config:
+            print(to_yaml(config), end="")
+            return 0
         from mtrl.device import resolve_device
         from mtrl.rundir import create_run_dir, default_run_dir, write_provenance
         from mtrl.train import Trainer
@@ -239,6 +249,9 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--resume continues a run with its stored config; {given} cannot be given"
             )
         config, checkpoint = prepare_resume(args.resume, [*_flag_overrides(args), *args.overrides])
+        if args.print_config:
+            print(to_yaml(config), end="")
+            return 0
         from mtrl.device import resolve_device
         from mtrl.rundir import record_resume
         from mtrl.train import Trainer

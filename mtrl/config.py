@@ -7,6 +7,7 @@ the merging and type checking; :func:`validate` checks the values that types can
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Callable
@@ -374,10 +375,27 @@ def _describe(exc: OmegaConfBaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         parent = ".".join(str(key).split(".")[:-1]) if key else ""
         allowed = _keys_at(parent)
-        return f"unknown config key '{key}'; allowed keys here: {', '.join(allowed)}"
+        return (
+            f"unknown config key '{key}'{_did_you_mean(str(key))}; allowed keys here: "
+            f"{', '.join(allowed)}"
+        )
     if key:
         return f"bad value for '{key}': {message}"
     return message
+
+
+def _did_you_mean(key: str) -> str:
+    """Known keys spelled like ``key``, in any section: a right name in the wrong section
+    (``train.batch_size`` for ``agent.batch_size``) is as common as a typo."""
+    known = [f.name for f in fields(Config)] + [k for k, _, _ in describe_options()]
+    leaf = key.rsplit(".", 1)[-1]
+
+    def likeness(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, key, candidate).ratio()
+        return max(whole, difflib.SequenceMatcher(None, leaf, candidate.rsplit(".", 1)[-1]).ratio())
+
+    close = sorted((k for k in known if likeness(k) >= 0.8), key=likeness, reverse=True)
+    return f" (did you mean {' or '.join(close[:3])}?)" if close else ""
 
 
 def _keys_at(dotted: str) -> list[str]:

@@ -44,7 +44,11 @@ def test_the_package_keeps_its_import_contracts():
         # the circle issue 25 found: config -> protocols -> envs -> config
         ("benchmarks.py", "import mtrl.envs", ["No circle", "The layers of mtrl "]),
         # the other one: report <-> triad figure, here runs <-> tables
-        ("analysis/runs.py", "import mtrl.analysis.tables", ["No circle", "The layers of mtrl.analysis"]),
+        (
+            "analysis/runs.py",
+            "import mtrl.analysis.tables",
+            ["No circle", "The layers of mtrl.analysis"],
+        ),
         # one command using another
         ("sweep.py", "import mtrl.analysis.report", ["The commands are independent"]),
     ],

@@ -119,7 +119,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--surgery", help=f"surgery.name: {', '.join(surgery_choices())}")
     parser.add_argument(
         "--protocol",
-        help=f"train.protocol: a paper's protocol, {', '.join(protocols.names())} (see README)",
+        help=f"train.protocol: a paper's protocol, {', '.join(protocols.names())} (the values each "
+        "sets: the documentation's page Protocols and published numbers, docs/protocols.md)",
     )
     parser.add_argument("--balancer", help=f"balancer.name: {', '.join(balancer_choices())}")
     parser.add_argument("--seed", type=int, help="train.seed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import tarfile
 from pathlib import Path
 
@@ -173,3 +174,12 @@ def test_a_report_without_controls_writes_no_controls_file(tmp_path):
     assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
     assert not (out / "controls.csv").exists()
     assert "Single-task controls" not in (out / "report.md").read_text()
+
+
+def test_without_rliable_no_plots_is_not_suggested(tmp_path, monkeypatch, capsys):
+    """--no-plots still needs rliable: the message names the extra, as a checkout installs it."""
+    monkeypatch.setitem(sys.modules, "rliable.library", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert report_main([str(tmp_path), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "rliable" in err and "pip install -e '.[report]'" in err and "--no-plots" not in err

@@ -20,7 +20,7 @@ from mtrl.analysis.stats import Estimate
 
 @dataclass
 class RowStats:
-    """A row's statistics (:mod:`mtrl.stats`) for the report's bootstrap settings."""
+    """A row's statistics (:mod:`mtrl.analysis.stats`) for the report's bootstrap settings."""
 
     aggregates: dict[str, dict[str, Estimate]]
     """``final``/``best`` -> ``mean``/``iqm`` of the row's score matrix."""

@@ -248,7 +248,6 @@ def show(e: Estimate, digits: int = 2, n: int | None = None) -> str:
 class TriadClaims:
     """The Figure 4 numbers of one protocol's rows: per component, row label -> per-seed dicts."""
 
-    key: ProtocolKey
     rows: list[Row]
     task: str
     per_component: dict[str, dict[str, list[dict[str, float]]]]
@@ -257,7 +256,7 @@ class TriadClaims:
         return [s[quantity] for s in self.per_component[component][label]]
 
 
-def triad_claims(key: ProtocolKey, rows: list[Row], task: str) -> TriadClaims:
+def triad_claims(rows: list[Row], task: str) -> TriadClaims:
     """The per-run numbers of every row, for both components; ValueError (one line) when a run
     lacks the task or the diagnostics."""
     per_component = {
@@ -276,7 +275,7 @@ def triad_claims(key: ProtocolKey, rows: list[Row], task: str) -> TriadClaims:
         }
         for component in COMPONENTS
     }
-    return TriadClaims(key, rows, task, per_component)
+    return TriadClaims(rows, task, per_component)
 
 
 def quantity_table(
@@ -388,7 +387,7 @@ def claims_markdown(grouped: dict[ProtocolKey, list[Row]], task: str, reps: int,
     if not triads:
         raise ValueError(f"no runs of a task set with the task '{task}'")
     for key, rows in triads:
-        claims = triad_claims(key, rows, task)
+        claims = triad_claims(rows, task)
         parts += ["", f"## {protocol_label(key)}", "", f"### {task}: success per method", ""]
         parts.append(quantity_table(claims, "critic", SUCCESS, reps, seed))
         for component in COMPONENTS:

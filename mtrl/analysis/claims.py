@@ -123,7 +123,7 @@ def run_claims(
     success = [float(r[f"eval/success/{task}"]) for r in evals]
     solved = [int(r["step"]) for r, s in zip(evals, success, strict=True) if s >= 1.0]
     first = solved[0] if solved else math.inf
-    intervals = diagnostic_intervals(records, component, every)
+    intervals = diagnostic_intervals(records, component, every) if every > 0 else []
     if not intervals:
         raise ValueError(
             f"{path}: no diag/{component}/curvature lines (trained without diagnostics?)"

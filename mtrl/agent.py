@@ -41,43 +41,6 @@ from mtrl.staging import to_device, to_host
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params, Any], torch.Tensor]
 
-UNBALANCEABLE = {
-    "actor": "the actor loss (alpha log pi - Q) is unbounded below and mostly negative, and "
-    "every balancer needs positive losses (FAMO their logarithm, uncertainty weighting their "
-    "optimal variance, GradNorm their ratios to the first losses)",
-    "alpha": "the temperature loss -log_alpha (log pi + target entropy) changes sign, and every "
-    "balancer needs positive losses (with per-task temperatures there is also nothing to "
-    "balance: each task's loss moves only its own log-alpha)",
-}
-"""MT-SAC losses a balancer is refused on, and why; only the critic's qualify."""
-
-
-def check_balancer(balancer: BalancerConfig, surgery: SurgeryConfig) -> None:
-    """The balancer exists, takes its options, and is meaningful where it is applied: on a
-    loss that qualifies and through the surgery method on the same component, if any.
-    ``ValueError`` (one line) otherwise."""
-    if balancer.name == "none":
-        if balancer.options:
-            raise ValueError("balancer.options are set but balancer.name is none")
-        return
-    if balancer.name not in balancer_lib.available():
-        allowed = ", ".join(["none", *balancer_lib.available()])
-        raise ValueError(f"unknown balancer '{balancer.name}'; allowed: {allowed}")
-    try:
-        balancer_lib.make(balancer.name, num_tasks=2, **balancer.options)
-    except ValueError as exc:
-        raise ValueError(f"balancer.options: {exc}") from None
-    for name in balancer.components:
-        if name in UNBALANCEABLE:
-            raise ValueError(f"balancer.components: {name} is refused, {UNBALANCEABLE[name]}")
-    both = [name for name in balancer.components if name in surgery.components]
-    reason = None if surgery.name == "none" else balancer_lib.surgery_refusal(surgery.name)
-    if both and reason:
-        raise ValueError(
-            f"balancer '{balancer.name}' and surgery '{surgery.name}' cannot both act on the "
-            f"{' and '.join(both)}: {reason}"
-        )
-
 
 class CriticInputs(NamedTuple):
     obs: torch.Tensor
@@ -213,7 +176,7 @@ class MTSAC:
         self.surgery_config = surgery or SurgeryConfig()
         self.surgeries = self._make_surgeries(self.surgery_config, seed)
         self.balancer_config = balancer or BalancerConfig()
-        check_balancer(self.balancer_config, self.surgery_config)
+        balancer_lib.validate(self.balancer_config, self.surgery_config)
         self.balancers = {
             name: balancer_lib.make(
                 self.balancer_config.name, num_tasks, self.device, **self.balancer_config.options

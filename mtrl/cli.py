@@ -8,30 +8,29 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from mtrl import protocols
+from mtrl.benchmarks import benchmark_choices, canonical_benchmark
+from mtrl.clitools import USAGE_ERROR, OneLineParser
 from mtrl.config import (
     Config,
     ConfigError,
     available_presets,
-    canonical_benchmark,
-    check_task_multiples,
     describe_options,
     load_config,
     parse_overrides,
+    to_yaml,
 )
-from mtrl.envs import benchmark_choices, parse_benchmark
-from mtrl.logger import require_wandb
+from mtrl.validation import validate_run
 
 if TYPE_CHECKING:
     import torch
 
     from mtrl.train import Trainer
 
-USAGE_ERROR = 2
 PREEMPTED = 3
 """Exit status after SIGTERM/SIGUSR1: a checkpoint was written; requeue with ``--resume``."""
 ENV_WORKER_FAILED = 4
@@ -39,13 +38,6 @@ ENV_WORKER_FAILED = 4
 WRITE_FAILED = 5
 """Exit status when writing a checkpoint or the logs failed (a full disk, a quota, an I/O
 error): no partial file is left; resume from the last checkpoint once it can be written."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports errors in one line (no usage dump) with exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def surgery_choices() -> list[str]:
@@ -132,7 +124,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--surgery", help=f"surgery.name: {', '.join(surgery_choices())}")
     parser.add_argument(
         "--protocol",
-        help=f"train.protocol: a paper's protocol, {', '.join(protocols.names())} (see README)",
+        help=f"train.protocol: a paper's protocol, {', '.join(protocols.names())} (the values each "
+        "sets: the documentation's page Protocols and published numbers, docs/protocols.md)",
     )
     parser.add_argument("--balancer", help=f"balancer.name: {', '.join(balancer_choices())}")
     parser.add_argument("--seed", type=int, help="train.seed")
@@ -156,6 +149,12 @@ def train_parser() -> argparse.ArgumentParser:
         "train.env_workers and checkpoint.*",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (preset, protocol, flags and overrides, validated) as "
+        "YAML and exit: no run folder, no training",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return parser
 
@@ -205,46 +204,8 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
         if named is not None and canonical_benchmark(str(named)) in BENCHMARK_PRESETS:
             preset = canonical_benchmark(str(named))
     config = load_config(preset, overrides)
-    try:
-        benchmark = parse_benchmark(config.env.benchmark)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    check_task_multiples(config, benchmark.num_tasks)
-    check_surgery(config)
-    check_model(config, benchmark.task_names)
-    require_wandb(config.logger)
-    check_balancer(config)
+    validate_run(config)
     return config
-
-
-def check_surgery(config: Config) -> None:
-    """The method exists and accepts its options (TorchJD aggregators as ``torchjd:<Name>``)."""
-    from mtrl import surgery
-
-    name = config.surgery.name
-    if name == "none":
-        if config.surgery.options:
-            raise ConfigError("surgery.options are set but surgery.name is none")
-        return
-    if name not in surgery_choices() and not name.startswith("torchjd:"):
-        raise ConfigError(
-            f"unknown surgery '{name}'; allowed: {', '.join(surgery_choices())}, "
-            "or torchjd:<AggregatorName>"
-        )
-    try:
-        surgery.make(name, **config.surgery.options)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"surgery '{name}': {exc}") from None
-
-
-def check_balancer(config: Config) -> None:
-    """The balancer exists, accepts its options and is meaningful where it is applied."""
-    from mtrl.agent import check_balancer as check
-
-    try:
-        check(config.balancer, config.surgery)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def check_capture(config: Config, device: torch.device) -> None:
@@ -258,33 +219,6 @@ def check_capture(config: Config, device: torch.device) -> None:
             raise ConfigError(f"train.compile=cudagraph: {problem}")
 
 
-def check_model(config: Config, task_names: Sequence[str]) -> None:
-    """The model exists and accepts its options; a task embeddings file is read by the model
-    and has a vector of one length for every task of the run."""
-    from mtrl import models
-
-    agent = config.agent
-    if agent.model not in models.available():
-        raise ConfigError(
-            f"unknown model '{agent.model}' (agent.model); allowed: {', '.join(models.available())}"
-        )
-    try:
-        models.check(agent.model, agent.model_options)
-    except ValueError as exc:
-        raise ConfigError(f"agent.model_options: {exc}") from None
-    if agent.task_embeddings is None:
-        return
-    if agent.model not in models.TAKES_TASK_EMBEDDINGS:
-        raise ConfigError(
-            f"agent.task_embeddings is set but agent.model={agent.model} does not read it "
-            f"(only {', '.join(models.TAKES_TASK_EMBEDDINGS)} does)"
-        )
-    try:
-        models.load_task_embeddings(agent.task_embeddings, task_names)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def train_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = train_parser().parse_intermixed_args(argv)
@@ -292,6 +226,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return _resume_main(args, argv)
     try:
         config = resolve_train_config(args)
+        if args.print_config:
+            print(to_yaml(config), end="")
+            return 0
         from mtrl.device import resolve_device
         from mtrl.rundir import create_run_dir, default_run_dir, write_provenance
         from mtrl.train import Trainer
@@ -318,6 +255,9 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--resume continues a run with its stored config; {given} cannot be given"
             )
         config, checkpoint = prepare_resume(args.resume, [*_flag_overrides(args), *args.overrides])
+        if args.print_config:
+            print(to_yaml(config), end="")
+            return 0
         from mtrl.device import resolve_device
         from mtrl.rundir import record_resume
         from mtrl.train import Trainer

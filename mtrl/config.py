@@ -7,6 +7,7 @@ the merging and type checking; :func:`validate` checks the values that types can
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from mtrl import protocols
+from mtrl.benchmarks import canonical_benchmark
 
 MAX_EPISODE_STEPS = 500
 """Meta-World v3 truncates every episode at 500 steps itself; a longer horizon cannot happen."""
@@ -378,10 +380,27 @@ def _describe(exc: OmegaConfBaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         parent = ".".join(str(key).split(".")[:-1]) if key else ""
         allowed = _keys_at(parent)
-        return f"unknown config key '{key}'; allowed keys here: {', '.join(allowed)}"
+        return (
+            f"unknown config key '{key}'{_did_you_mean(str(key))}; allowed keys here: "
+            f"{', '.join(allowed)}"
+        )
     if key:
         return f"bad value for '{key}': {message}"
     return message
+
+
+def _did_you_mean(key: str) -> str:
+    """Known keys spelled like ``key``, in any section: a right name in the wrong section
+    (``train.batch_size`` for ``agent.batch_size``) is as common as a typo."""
+    known = [f.name for f in fields(Config)] + [k for k, _, _ in describe_options()]
+    leaf = key.rsplit(".", 1)[-1]
+
+    def likeness(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, key, candidate).ratio()
+        return max(whole, difflib.SequenceMatcher(None, leaf, candidate.rsplit(".", 1)[-1]).ratio())
+
+    close = sorted((k for k in known if likeness(k) >= 0.8), key=likeness, reverse=True)
+    return f" (did you mean {' or '.join(close[:3])}?)" if close else ""
 
 
 def _keys_at(dotted: str) -> list[str]:
@@ -446,13 +465,6 @@ def _merge_layers(config: DictConfig, layers: list[tuple[DictConfig, str]]) -> D
     for layer, origin in layers:
         config = _merge(config, layer, origin)
     return config
-
-
-def canonical_benchmark(name: str) -> str:
-    """Benchmark names are case-insensitive and a task set's names may be spaced out
-    (``MT50: reach-v3, push-v3``): one spelling is chosen before anything is stored."""
-    prefix, colon, rest = name.strip().lower().partition(":")
-    return prefix.strip() + colon + ",".join(part.strip() for part in rest.split(",") if colon)
 
 
 def to_yaml(config: Config) -> str:

@@ -9,82 +9,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import metaworld
-from metaworld.env_dict import ALL_V3_ENVIRONMENTS, MT10_V3, MT25_V3, MT50_V3
 
-from mtrl.config import canonical_benchmark
+from mtrl.benchmarks import Benchmark, parse_benchmark
 
 if TYPE_CHECKING:
     from mtrl.config import EnvConfig
 
-_SUITES = {"mt10": tuple(MT10_V3), "mt25": tuple(MT25_V3), "mt50": tuple(MT50_V3)}
-TASK_SET_PREFIX = "mt50:"
-"""A task set names MT50 tasks (every v3 task of MT10 and MT25 is one of them)."""
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A parsed ``--benchmark`` value: its canonical name and its tasks in one-hot order."""
-
-    name: str
-    task_names: tuple[str, ...]
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.task_names)
-
-
-def benchmark_choices() -> str:
-    return (
-        "mt10, mt25, mt50, a task set mt50:<task>,<task>,... (e.g. "
-        "mt50:reach-v3,button-press-topdown-v3) or mt1:<env-name> (e.g. mt1:reach-v3)"
-    )
-
-
-def parse_benchmark(name: str) -> Benchmark:
-    """Validate a benchmark name; raises ValueError (one line) that says what is allowed.
-
-    ``mt50:<task>,<task>,...`` is a task set: those MT50 tasks, in that order (the one-hot has
-    one entry per listed task). Each task is built as ``mt1:<task>`` is, hence with the same 50
-    goals for the same seed (as Meta-World's own ``Meta-World/custom-mt-envs`` does: the goals
-    of a task in a whole suite depend on every task before it, and drawing them costs about a
-    minute for MT50).
-    """
-    key = canonical_benchmark(name)
-    if key in _SUITES:
-        return Benchmark(key, _SUITES[key])
-    prefix, colon, rest = key.partition(":")
-    if colon and prefix == "mt1":
-        if rest not in ALL_V3_ENVIRONMENTS:
-            names = ", ".join(sorted(ALL_V3_ENVIRONMENTS))
-            raise ValueError(f"unknown Meta-World env '{rest}'; v3 envs: {names}")
-        return Benchmark(key, (rest,))
-    if colon and prefix + colon == TASK_SET_PREFIX:
-        return Benchmark(key, _task_set(rest.split(",")))
-    raise ValueError(f"unknown benchmark '{name}'; allowed: {benchmark_choices()}")
-
-
-def _task_set(names: list[str]) -> tuple[str, ...]:
-    if "" in names:
-        raise ValueError(
-            f"a task set lists its tasks after '{TASK_SET_PREFIX}', comma-separated, none empty "
-            f"(e.g. {TASK_SET_PREFIX}reach-v3,push-v3); got '{TASK_SET_PREFIX}{','.join(names)}'"
-        )
-    unknown = [n for n in names if n not in _SUITES["mt50"]]
-    if unknown:
-        raise ValueError(
-            f"unknown MT50 task(s) {', '.join(repr(n) for n in unknown)}; "
-            f"MT50 tasks: {', '.join(_SUITES['mt50'])}"
-        )
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"task(s) listed more than once: {', '.join(repeated)}")
-    return tuple(names)
+__all__ = ["Benchmark", "make_envs", "parse_benchmark", "rebuild_envs"]
+"""``Benchmark`` and ``parse_benchmark`` live in :mod:`mtrl.benchmarks`; importable from here too,
+beside the functions that take a parsed benchmark (the training loop imports them from here)."""
 
 
 def make_envs(
@@ -140,7 +78,7 @@ def _apply_goal_mode(envs: gym.vector.VectorEnv, goal_mode: str) -> None:
 
 
 def _build(benchmark: Benchmark, config: EnvConfig, kwargs: dict) -> gym.vector.VectorEnv:
-    if benchmark.name in _SUITES:
+    if benchmark.is_suite:
         return gym.make_vec(
             f"Meta-World/{benchmark.name.upper()}",
             vector_strategy=config.vector_strategy,

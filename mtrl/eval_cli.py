@@ -93,11 +93,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     if args.video is not None:
         _prefer_headless_gl()  # before mujoco is first imported
 
+    from mtrl.benchmarks import parse_benchmark
     from mtrl.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
     from mtrl.cli import fail
     from mtrl.config import ConfigError
     from mtrl.device import resolve_device
-    from mtrl.envs import parse_benchmark
 
     try:
         path = args.target

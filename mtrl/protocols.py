@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mtrl.benchmarks import SINGLE_TASK_PREFIX, parse_benchmark
+
 NONE = "none"
 
 
@@ -171,11 +173,8 @@ def values(name: str, benchmark: str) -> dict[str, Any]:
     if name == NONE:
         return {}
     protocol = get(name)
-    # Imported here: mtrl.envs imports Meta-World and mtrl.config, which imports this module.
-    from mtrl.envs import parse_benchmark
-
     parsed = parse_benchmark(benchmark)
-    if parsed.name.startswith("mt1:"):
+    if parsed.name.startswith(SINGLE_TASK_PREFIX):
         raise ValueError(
             f"protocol '{name}' is defined for the suites (mt10, mt25, mt50) and task sets of "
             f"them, not '{benchmark}'; use train.protocol={NONE} for mt1"

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 import mtrl
+from mtrl.benchmarks import benchmark_choices, parse_benchmark
 from mtrl.cli import (
     PREEMPTED,
     USAGE_ERROR,
@@ -42,7 +43,6 @@ from mtrl.cli import (
     train_parser,
 )
 from mtrl.config import Config, ConfigError, changed_keys, check_task_multiples, load_config
-from mtrl.envs import benchmark_choices, parse_benchmark
 from mtrl.logger import METRICS_FILE, read_metrics
 from mtrl.rundir import CONFIG_FILE, file_slug
 

@@ -15,7 +15,10 @@
 # Usage: scripts/study_pcgrad.sh [fig4|fig3|mt10|all|archive] ; then
 #   mtrl-report $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
+#   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/mt10-*/ --out docs/results/pcgrad-mt10
+# A single-task control (e.g. --benchmark mt50:button-press-topdown-v3 at 60k transitions) among
+# the folders given to mtrl-report is compared with the same task in the pair, per method.
 set -euo pipefail
 OUT=${OUT:-runs/study}
 JOBS=${JOBS:-2}

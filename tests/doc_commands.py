@@ -235,7 +235,7 @@ def _check_eval(args: list[str]) -> None:
 
 
 def _check_report(args: list[str]) -> None:
-    from mtrl import report
+    from mtrl.analysis import cli as report
 
     report._parser().parse_args(args)
 

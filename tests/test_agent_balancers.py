@@ -7,8 +7,9 @@ import torch
 from helpers import ACT, STATE, K, make_batch
 from test_agent_surgery import parameters
 
+from mtrl import balancers
 from mtrl import checkpoint as ckpt
-from mtrl.agent import MTSAC, CriticInputs, check_balancer, last_shared_layers
+from mtrl.agent import MTSAC, CriticInputs, last_shared_layers
 from mtrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig, changed_keys, load_config
 from mtrl.surgery import per_task_grads
@@ -146,12 +147,12 @@ def test_balanced_updates_report_positive_finite_weights(balancer):
 )
 def test_meaningless_balancers_are_refused(balancer, surgery, message):
     with pytest.raises(ValueError, match=message):
-        check_balancer(balancer, surgery)
+        balancers.validate(balancer, surgery)
 
 
 def test_surgery_elsewhere_combines_with_any_balancer():
     """Nash-MTL on the actor does not meet the balancer on the critic."""
-    check_balancer(BalancerConfig("famo"), SurgeryConfig("nashmtl", components=["actor"]))
+    balancers.validate(BalancerConfig("famo"), SurgeryConfig("nashmtl", components=["actor"]))
 
 
 def test_checkpoint_round_trip_continues_bitwise(tmp_path):
@@ -185,4 +186,4 @@ def test_famo_preset_sets_only_the_method_and_its_commands_temperature_on_top_of
     assert changed.pop("agent.temperature") == ("per_task", "shared")
     assert "balancer.name" in changed and all(key.startswith("balancer.") for key in changed)
     assert famo.balancer.options == {"gamma": 0.01, "lr": 0.025}
-    check_balancer(famo.balancer, famo.surgery)
+    balancers.validate(famo.balancer, famo.surgery)

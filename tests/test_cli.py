@@ -1,9 +1,11 @@
 import json
 
 import pytest
+import yaml
 from helpers import MT10_TASKS, run_cli
 
-from mtrl.cli import resolve_train_config, train_parser
+from mtrl.cli import resolve_train_config, train_main, train_parser
+from mtrl.config import available_presets, flatten, load_config, to_yaml
 
 
 def assert_usage_error(result, *fragments: str) -> None:
@@ -30,6 +32,12 @@ def assert_usage_error(result, *fragments: str) -> None:
         (["--config", "nope"], ["unknown config preset 'nope'", "smoke"]),
         (["agent.width=3"], ["unknown config key 'agent.width'", "agent.hidden_dims"]),
         (["train.gamma=0.9"], ["unknown config key 'train.gamma'", "train.seed"]),
+        (
+            ["train.bach_size=64"],
+            ["unknown config key 'train.bach_size' (did you mean agent.batch_size?)"],
+        ),
+        (["train.gamma=0.9"], ["(did you mean agent.gamma?)"]),
+        (["trian.seed=1"], ["unknown config key 'trian' (did you mean train?)"]),
         (["--total-steps", "0"], ["train.total_steps must be > 0, got 0"]),
         (["--total-steps", "-100"], ["train.total_steps must be > 0, got -100"]),
         (["--seed", "abc"], ["argument --seed: invalid int value: 'abc'"]),
@@ -163,3 +171,25 @@ def test_protocol_flag_sets_the_protocol():
     config = _resolved("--config", "mt10-pcgrad", "--protocol", "mwplus")
     assert config.train.protocol == "mwplus" and config.surgery.name == "pcgrad"
     assert (config.env.goal_mode, config.agent.grad_clip) == ("random", 1.0)
+
+
+@pytest.mark.parametrize("preset", available_presets())
+def test_print_config_resolves_every_preset_without_starting_a_run(
+    preset, tmp_path, monkeypatch, capsys
+):
+    """``--print-config``: the config a run would start from, as YAML; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert train_main(["--config", preset, "--out", str(out), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = resolve_train_config(train_parser().parse_intermixed_args(["--config", preset]))
+    assert flatten(printed) == flatten(yaml.safe_load(to_yaml(expected)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_print_config_shows_flags_and_overrides(capsys):
+    argv = ["--benchmark", "mt10", "--surgery", "pcgrad", "train.seed=7", "--print-config"]
+    assert train_main(argv) == 0
+    printed = flatten(yaml.safe_load(capsys.readouterr().out))
+    assert printed["surgery.name"] == "pcgrad" and printed["train.seed"] == 7
+    assert printed["agent.hidden_dims"] == load_config("mt10").agent.hidden_dims

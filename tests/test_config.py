@@ -54,10 +54,15 @@ def test_yaml_file_and_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["agent.hidden=[1]"], "unknown config key 'agent.hidden'; allowed keys here: agent."),
+        (
+            ["agent.hidden=[1]"],
+            "unknown config key 'agent.hidden' (did you mean agent.hidden_dims?); allowed keys "
+            "here: agent.",
+        ),
         (
             ["trian.seed=1"],
-            "unknown config key 'trian'; allowed keys here: agent, balancer, checkpoint, env",
+            "unknown config key 'trian' (did you mean train?); allowed keys here: agent, balancer, "
+            "checkpoint",
         ),
         (["train.total_steps=many"], "bad value for 'train.total_steps'"),
         (["train.total_steps=0"], "train.total_steps must be > 0, got 0"),

@@ -196,6 +196,19 @@ def test_readme_lists_what_is_supported():
     assert not missing, f"README.md's 'What is supported' does not list: {missing}"
 
 
+def test_torch_versions_in_prose_are_the_ones_ci_and_the_image_install():
+    """A version in prose goes stale unless checked: the tested torch that the README, the
+    getting-started page and the container notes name is the one .ci/run and the Dockerfile
+    install."""
+    ci = re.search(r"torch==([\d.]+)", (REPO / ".ci" / "run").read_text()).group(1)
+    image = re.search(r"TORCH_VERSION=([\d.]+)", (REPO / "docker" / "Dockerfile").read_text())
+    assert image.group(1) == ci
+    pages = ["README.md", "docs/getting-started.md", "docker/README.md"]
+    for page in pages:
+        named = set(re.findall(r"torch\W{0,3}(\d+\.\d+\.\d+)", (REPO / page).read_text()))
+        assert named <= {ci}, f"{page} names torch {sorted(named - {ci})}; CI installs {ci}"
+
+
 CONFIG_KEY = re.compile(
     r"`((?:env|agent|surgery|balancer|train|checkpoint|logger)\.\w+)(?![\w(])[^`]*`"
 )  # a dotted key in backticks, not a call such as `surgery.make(...)`

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from run_folders import PAIR, TWO_TASKS, write_run
 
+from mtrl.analysis.cli import report_main
+from mtrl.analysis.runs import protocol_slug
 from mtrl.cli import train_main
 from mtrl.config import flatten, load_config
 from mtrl.published import PUBLISHED, MethodKey, lookup, method_key, paper_number
-from mtrl.report import protocol_slug, report_main
 
 library = pytest.importorskip("rliable.library")
 metrics = pytest.importorskip("rliable.metrics")

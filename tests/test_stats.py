@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mtrl import stats
+from mtrl.analysis import stats
 
 library = pytest.importorskip("rliable.library")
 metrics = pytest.importorskip("rliable.metrics")

@@ -15,8 +15,8 @@ import pytest
 
 import mtrl.cli
 from mtrl import sweep
+from mtrl.analysis.cli import report_main
 from mtrl.envs import parse_benchmark
-from mtrl.report import report_main
 from mtrl.sweep import (
     PREEMPTED,
     RunJob,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from run_folders import PAIR, TWO_TASKS, write_run
 
-from mtrl.report import report_main
+from mtrl.analysis.cli import report_main
 
 library = pytest.importorskip("rliable.library")
 pytest.importorskip("matplotlib")

@@ -112,7 +112,8 @@ def config_keys(_: str | None) -> str:
 
 
 def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
-    from mtrl import eval_cli, report, sweep
+    from mtrl import eval_cli, sweep
+    from mtrl.analysis import cli as report
     from mtrl.cli import train_parser
 
     return {

@@ -38,7 +38,7 @@ gives the papers' settings and the deviations.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -48,7 +48,28 @@ from mtrl.surgery.methods import METHODS as SURGERY_METHODS
 from ._base import Balancer
 from .methods import METHODS
 
-__all__ = ["Balancer", "available", "make", "options_of", "surgery_refusal"]
+if TYPE_CHECKING:
+    from mtrl.config import BalancerConfig, SurgeryConfig
+
+__all__ = [
+    "UNBALANCEABLE",
+    "Balancer",
+    "available",
+    "make",
+    "options_of",
+    "surgery_refusal",
+    "validate",
+]
+
+UNBALANCEABLE = {
+    "actor": "the actor loss (alpha log pi - Q) is unbounded below and mostly negative, and "
+    "every balancer needs positive losses (FAMO their logarithm, uncertainty weighting their "
+    "optimal variance, GradNorm their ratios to the first losses)",
+    "alpha": "the temperature loss -log_alpha (log pi + target entropy) changes sign, and every "
+    "balancer needs positive losses (with per-task temperatures there is also nothing to "
+    "balance: each task's loss moves only its own log-alpha)",
+}
+"""MT-SAC losses a balancer is refused on, and why; only the critic's qualify."""
 
 
 def available() -> list[str]:
@@ -87,3 +108,31 @@ def surgery_refusal(surgery: str) -> str | None:
             "weights would have no effect through it"
         )
     return None
+
+
+def validate(balancer: BalancerConfig, surgery: SurgeryConfig) -> None:
+    """The ``balancer`` section: the balancer exists, takes its options, and is meaningful where
+    it is applied: on a loss that qualifies and through the surgery method on the same component,
+    if any. ``ValueError`` (one line) otherwise."""
+    if balancer.name == "none":
+        if balancer.options:
+            raise ValueError("balancer.options are set but balancer.name is none")
+        return
+    if balancer.name not in METHODS:
+        raise ValueError(
+            f"unknown balancer '{balancer.name}'; allowed: none, {', '.join(available())}"
+        )
+    try:
+        make(balancer.name, num_tasks=2, **balancer.options)
+    except ValueError as exc:
+        raise ValueError(f"balancer.options: {exc}") from None
+    for name in balancer.components:
+        if name in UNBALANCEABLE:
+            raise ValueError(f"balancer.components: {name} is refused, {UNBALANCEABLE[name]}")
+    both = [name for name in balancer.components if name in surgery.components]
+    reason = None if surgery.name == "none" else surgery_refusal(surgery.name)
+    if both and reason:
+        raise ValueError(
+            f"balancer '{balancer.name}' and surgery '{surgery.name}' cannot both act on the "
+            f"{' and '.join(both)}: {reason}"
+        )

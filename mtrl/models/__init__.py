@@ -15,9 +15,9 @@ combines only the others.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -31,6 +31,9 @@ from .multihead import MultiHeadModel
 from .paco import PaCoModel
 from .soft_modularization import SoftModularizationModel
 
+if TYPE_CHECKING:
+    from mtrl.config import AgentConfig
+
 __all__ = [
     "TAKES_TASK_EMBEDDINGS",
     "TAKES_TASK_INPUT",
@@ -43,6 +46,7 @@ __all__ = [
     "load_task_embeddings",
     "options_of",
     "task_specific_parameters",
+    "validate",
 ]
 
 MODELS: dict[str, type[Model]] = {
@@ -86,6 +90,28 @@ def check(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     if not spec and options:
         raise ValueError(f"model '{name}' takes no options, got {sorted(options)}")
     return resolve_options(f"model '{name}'", spec, dict(options))
+
+
+def validate(agent: AgentConfig, task_names: Sequence[str]) -> None:
+    """The ``agent`` section's model: it exists and takes its options, and a task embeddings file
+    is read by the model and has a vector of one length for every task of the run; ``ValueError``
+    (one line) otherwise."""
+    if agent.model not in MODELS:
+        raise ValueError(
+            f"unknown model '{agent.model}' (agent.model); allowed: {', '.join(available())}"
+        )
+    try:
+        check(agent.model, agent.model_options)
+    except ValueError as exc:
+        raise ValueError(f"agent.model_options: {exc}") from None
+    if agent.task_embeddings is None:
+        return
+    if agent.model not in TAKES_TASK_EMBEDDINGS:
+        raise ValueError(
+            f"agent.task_embeddings is set but agent.model={agent.model} does not read it "
+            f"(only {', '.join(TAKES_TASK_EMBEDDINGS)} does)"
+        )
+    load_task_embeddings(agent.task_embeddings, task_names)
 
 
 @dataclass(frozen=True, eq=False)

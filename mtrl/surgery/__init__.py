@@ -11,6 +11,7 @@ convention and deviations from its paper.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ._base import Surgery
@@ -36,6 +37,7 @@ __all__ = [
     "options_of",
     "per_task_grads",
     "step_curvature",
+    "validate",
 ]
 
 
@@ -66,3 +68,21 @@ def make(name: str, **options: Any) -> Surgery:
     if name not in METHODS:
         raise _unknown(name)
     return METHODS[name](**options)
+
+
+def validate(name: str, options: Mapping[str, Any]) -> None:
+    """The ``surgery`` section's method and options, checked before a run starts by building the
+    method once; ``ValueError`` (one line) otherwise. ``none`` takes no options."""
+    if name == "none":
+        if options:
+            raise ValueError("surgery.options are set but surgery.name is none")
+        return
+    if name not in METHODS and not name.startswith(TORCHJD_PREFIX):
+        raise ValueError(
+            f"unknown surgery '{name}'; allowed: none, {', '.join(available())}, "
+            "or torchjd:<AggregatorName>"
+        )
+    try:
+        make(name, **options)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"surgery '{name}': {exc}") from None

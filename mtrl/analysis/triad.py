@@ -1,36 +1,42 @@
 """The PCGrad paper's Figure 4 (Section 5.3, the tragic triad in MT-SAC) from run folders.
 
-``mtrl-report --triad-figure fig.png RUN_DIRS...`` draws three panels over training
+``mtrl-report --triad-figure fig.png RUN_DIRS...`` draws four panels over training
 (environment steps summed over tasks), one colour per method (a row of the report: runs of one
 method and config, one per seed), every curve the mean over seeds with a 95% bootstrap band
-(:func:`mtrl.stats.mean_bands`):
+(:func:`mtrl.analysis.stats.mean_bands`):
 
-- **left**: the multi-task curvature H(L; θt, θt+1) = 2[L(θt+1) − L(θt) − ∇L(θt)ᵀ(θt+1 − θt)] of
-  the chosen component's loss (``diag/<c>/curvature``, the mean over an interval's diagnostic
-  updates);
-- **middle**: the share of task pairs whose gradients have a positive cosine (solid,
+- **first**: the multi-task curvature H(L; θt, θt+1) = 2[L(θt+1) − L(θt) − ∇L(θt)ᵀ(θt+1 − θt)] of
+  the chosen component's loss for the paper's L = Σᵢ Lᵢ. The agent logs H of the mean of the K
+  losses (``diag/<c>/curvature``, the mean over an interval's diagnostic updates); with the same
+  step, H of the sum is K times that (every term of H is linear in L);
+- **second**: H / ‖∇L‖² for the same L (ℓ of Theorem 2's bound H ≥ ℓ‖∇L‖²; the logged
+  ``diag/<c>/curvature_rel`` of the mean, divided by K), on a log scale: H alone grows with the
+  scale of the loss, this ratio does not;
+- **third**: the share of task pairs whose gradients have a positive cosine (solid,
   1 − ``diag/<c>/conflict``), and among the conflicting (update, pair)s the share meeting
   condition (a) of Theorem 2, cos φ ≤ −Φ (dotted), and the share with ξ ≤ 1, the implication of
   condition (b) (dashed). An interval without conflicting pairs has no value for the last two;
   a step's mean is over the seeds that have one;
-- **right**: each task's evaluation success (or return); one line style per task.
+- **fourth**: each task's evaluation success (or return); one line style per task.
 
-The numbers behind the curves go to a CSV beside the PNG (same name, ``.csv``).
+The numbers behind the curves go to a CSV beside the PNG (same name, ``.csv``); its series
+``curvature`` is H of the mean loss, as logged, ``curvature, L = sum`` and
+``curvature / |grad L|^2, L = sum`` those of the paper's L.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtrl import stats
+from mtrl.analysis import stats
+from mtrl.analysis.figures import pyplot
+from mtrl.analysis.runs import ProtocolKey, Row, group_runs, load_runs, protocol_label
 from mtrl.logger import read_metrics
-from mtrl.report import PROG, ProtocolKey, Row, group_runs, load_runs, protocol_label, pyplot
 
 COMPONENTS = ("critic", "actor")
 METRICS = ("success", "return")
@@ -41,6 +47,12 @@ TRAIN_SERIES = (
     ("condition (a) | conflict", "cond_a_given_conflict", False, ":", "(a) cos φ ≤ −Φ | conflict"),
     ("xi <= 1 | conflict", "xi_le_1_given_conflict", False, "--", "ξ ≤ 1 | conflict"),
 )
+SUM_SERIES = (
+    # (name in the CSV, key under diag/<component>/, power of K: H of the sum from the mean's)
+    ("curvature, L = sum", "curvature", 1),
+    ("curvature / |grad L|^2, L = sum", "curvature_rel", -1),
+)
+"""The paper's L = Σᵢ Lᵢ: K times the mean's H, and H / ‖∇L‖² divided by K."""
 REQUIRED = ("curvature", "conflict")
 """Keys without which a run has no diagnostics to plot."""
 TASK_STYLES = ("-", "--", ":", "-.")
@@ -49,10 +61,11 @@ Series = dict[int, float]
 """step -> value."""
 
 
-def run_series(path: Path, component: str, metric: str) -> dict[str, Series]:
+def run_series(path: Path, component: str, metric: str, num_tasks: int) -> dict[str, Series]:
     """A run's curves from its metrics.jsonl: the training series by name (absent on lines
-    without diagnostics) and ``task:<name>`` per task from the evaluation lines."""
-    out: dict[str, Series] = {name: {} for name, *_ in TRAIN_SERIES}
+    without diagnostics), those of the summed loss, and ``task:<name>`` per task from the
+    evaluation lines."""
+    out: dict[str, Series] = {name: {} for name, *_ in (*TRAIN_SERIES, *SUM_SERIES)}
     prefix = f"eval/{metric}/"
     for record in read_metrics(path):
         step = int(record["step"])
@@ -60,6 +73,10 @@ def run_series(path: Path, component: str, metric: str) -> dict[str, Series]:
             value = record.get(f"diag/{component}/{key}")
             if value is not None:
                 out[name][step] = 1.0 - float(value) if complement else float(value)
+        for name, key, power in SUM_SERIES:
+            value = record.get(f"diag/{component}/{key}")
+            if value is not None:
+                out[name][step] = float(value) * num_tasks**power
         if record.get("eval/success") is not None:
             for key, value in record.items():
                 if key.startswith(prefix) and value is not None:
@@ -86,6 +103,7 @@ def triad_curves(
     for row in rows:
         runs = [per_run[r.path] for r in row.runs]
         names = [n for n, *_ in TRAIN_SERIES] + [f"task:{t}" for t in row.tasks]
+        names += [n for n, *_ in SUM_SERIES]
         for name in names:
             steps, values = aligned([run.get(name, {}) for run in runs])
             bands = stats.mean_bands(values, reps, seed)
@@ -106,38 +124,45 @@ def plot_triad(
     plt = pyplot()
     from matplotlib.lines import Line2D
 
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6), layout="constrained")
+    curvature, relative, shares, per_task = axes
     colours = {id(row): f"C{i % 10}" for i, row in enumerate(rows)}
     styles = {name: style for name, _, _, style, _ in TRAIN_SERIES}
+    where = {SUM_SERIES[0][0]: curvature, SUM_SERIES[1][0]: relative}
     tasks = list(dict.fromkeys(t for row in rows for t in row.tasks))
     for row, name, steps, (mean, low, high), _ in curves:
-        if name == "curvature":
-            ax, style = left, "-"
+        if name in where:
+            ax, style = where[name], "-"
         elif name.startswith("task:"):
-            ax = right
+            ax = per_task
             style = TASK_STYLES[tasks.index(name.removeprefix("task:")) % len(TASK_STYLES)]
+        elif name in styles and name != TRAIN_SERIES[0][0]:
+            ax, style = shares, styles[name]
         else:
-            ax, style = middle, styles[name]
-        scale = 100.0 if ax is middle else 1.0
+            continue  # H of the mean loss: in the CSV, drawn as H of the sum
+        scale = 100.0 if ax is shares else 1.0
         colour = colours[id(row)]
         ax.plot(steps, scale * mean, color=colour, linestyle=style, linewidth=1.4)
         if not np.isnan(low).all():
             ax.fill_between(steps, scale * low, scale * high, color=colour, alpha=0.15, linewidth=0)
-    left.set_title(f"multi-task curvature H ({component} loss)", fontsize=10)
-    left.set_ylabel("H(L; θt, θt+1)")
-    middle.set_title("task-gradient pairs, % (conditional: among conflicting)", fontsize=10)
-    middle.set_ylabel("%")
-    middle.set_ylim(-2, 102)
-    right.set_title(f"evaluation {metric} per task", fontsize=10)
-    right.set_ylabel(f"{metric}{' rate' if metric == 'success' else ''}")
+    curvature.set_title(f"multi-task curvature H, L = Σ Lᵢ ({component} loss)", fontsize=10)
+    curvature.set_ylabel("H(L; θt, θt+1)")
+    relative.set_title("H / ‖∇L‖², L = Σ Lᵢ (free of the loss scale)", fontsize=10)
+    relative.set_ylabel("H / ‖∇L(θt)‖²")
+    relative.set_yscale("log")
+    shares.set_title("task-gradient pairs, % (conditional: among conflicting)", fontsize=10)
+    shares.set_ylabel("%")
+    shares.set_ylim(-2, 102)
+    per_task.set_title(f"evaluation {metric} per task", fontsize=10)
+    per_task.set_ylabel(f"{metric}{' rate' if metric == 'success' else ''}")
     methods = [
         Line2D([], [], color=colours[id(row)], label=f"{row.label} (n={len(row.runs)})")
         for row in rows
     ]
-    left.legend(handles=methods, fontsize=8, loc="best")
-    shares = [Line2D([], [], color="black", linestyle=s, label=t) for *_, s, t in TRAIN_SERIES[1:]]
-    middle.legend(handles=shares, fontsize=8, loc="best")
-    right.legend(
+    curvature.legend(handles=methods, fontsize=8, loc="best")
+    kinds = [Line2D([], [], color="black", linestyle=s, label=t) for *_, s, t in TRAIN_SERIES[1:]]
+    shares.legend(handles=kinds, fontsize=8, loc="best")
+    per_task.legend(
         handles=[
             Line2D([], [], color="black", linestyle=TASK_STYLES[i % len(TASK_STYLES)], label=t)
             for i, t in enumerate(tasks)
@@ -145,7 +170,7 @@ def plot_triad(
         fontsize=8,
         loc="best",
     )
-    for ax in (left, middle, right):
+    for ax in axes:
         ax.set_xlabel("environment steps (summed over tasks)")
         ax.grid(alpha=0.3)
     fig.suptitle(
@@ -167,29 +192,39 @@ def write_curves_csv(curves: list[Curve], path: Path) -> None:
                 writer.writerow([row.label, name, int(step), int(counts[i]), *values])
 
 
-def triad_main(args: argparse.Namespace) -> int:
-    """``mtrl-report --triad-figure``: the figure of one protocol's runs, or a one-line error."""
-    notes: list[str] = []
-    runs, _ = load_runs(args.paths, notes)
+def triad_data(
+    paths: Sequence[Path], component: str, metric: str, reps: int, seed: int, notes: list[str]
+) -> tuple[ProtocolKey, list[Row], list[Curve]]:
+    """The figure's protocol, rows and curves from the runs at or below ``paths``; ValueError
+    (one line) unless they are runs of one protocol, all with the component's diagnostics."""
+    runs, _ = load_runs(paths, notes)
     grouped = group_runs(runs, notes)
-    for note in notes:
-        print(f"{PROG}: {note}", file=sys.stderr)
-    problem = _problem(grouped)
-    if not problem:
-        ((key, rows),) = grouped.items()
-        component, metric = args.component, args.triad_metric
-        per_run = {r.path: run_series(r.path, component, metric) for row in rows for r in row.runs}
-        problem = _missing(per_run, component)
-    if problem:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return 2
-    curves = triad_curves(rows, per_run, args.reps, args.bootstrap_seed)
-    path = Path(args.triad_figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plot_triad(key, rows, curves, path, component, metric, args.reps, args.bootstrap_seed)
-    write_curves_csv(curves, path.with_suffix(".csv"))
-    print(f"wrote {path}, {path.with_suffix('.csv')}")
-    return 0
+    if problem := _problem(grouped):
+        raise ValueError(problem)
+    ((key, rows),) = grouped.items()
+    runs = [run for row in rows for run in row.runs]
+    per_run = {r.path: run_series(r.path, component, metric, len(r.tasks)) for r in runs}
+    if problem := _missing(per_run, component):
+        raise ValueError(problem)
+    return key, rows, triad_curves(rows, per_run, reps, seed)
+
+
+def write_triad_figure(
+    paths: Sequence[Path],
+    png: Path,
+    component: str,
+    metric: str,
+    reps: int,
+    seed: int,
+    notes: list[str],
+) -> list[Path]:
+    """The figure (``png``) and its numbers (the same name, ``.csv``); the files written."""
+    key, rows, curves = triad_data(paths, component, metric, reps, seed, notes)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_triad(key, rows, curves, png, component, metric, reps, seed)
+    write_curves_csv(curves, png.with_suffix(".csv"))
+    return [png, png.with_suffix(".csv")]
 
 
 def _problem(grouped: dict[ProtocolKey, list[Row]]) -> str:

@@ -1,0 +1,185 @@
+"""mtrl.analysis: the report unchanged on the archived study logs, the claims weighted by
+diagnostic updates (against a hand-computed case), and single-task controls beside a pair."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from run_folders import PAIR, TWO_TASKS, write_run
+
+from mtrl.analysis.claims import diagnostic_counts, run_claims
+from mtrl.analysis.cli import report_main
+from mtrl.analysis.stats import probability_of_improvement
+
+pytest.importorskip("rliable.library")
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY = ROOT / "docs" / "results"
+PAIR_REPORT = STUDY / "pcgrad-pair"
+HARD = "button-press-topdown-v3"
+
+
+@pytest.fixture(scope="module")
+def study_runs(tmp_path_factory) -> Path:
+    """The finished runs' logs of the PCGrad study, as scripts/study_pcgrad.sh restores them."""
+    root = tmp_path_factory.mktemp("study")
+    with tarfile.open(STUDY / "pcgrad-study-runs.tar.gz") as archive:
+        archive.extractall(root, filter="data")
+    return root
+
+
+def test_report_outputs_unchanged_on_the_archived_study_logs(study_runs, tmp_path):
+    """The committed report was made before the analysis package: the same tables and CSVs."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+    assert report_main([str(study_runs), "--out", str(out)]) == 0
+    names = [p.name for p in PAIR_REPORT.iterdir() if p.suffix in (".csv", ".md")]
+    for name in sorted(set(names) - {"fig4.csv"}):
+        assert (out / name).read_text() == (PAIR_REPORT / name).read_text(), name
+    assert report_main([str(study_runs), "--triad-figure", str(out / "fig4.png")]) == 0
+    before = list(csv.reader((PAIR_REPORT / "fig4.csv").open()))
+    after = list(csv.reader((out / "fig4.csv").open()))
+    kept = {row[1] for row in before[1:]}
+    assert [r for r in after if r[0] == "method" or r[1] in kept] == before
+    assert {r[1] for r in after[1:]} - kept == {
+        "curvature, L = sum",
+        "curvature / |grad L|^2, L = sum",
+    }
+
+
+def test_claims_on_the_archived_logs_weight_intervals_by_diagnostic_updates(study_runs, tmp_path):
+    """The review's numbers: (a) among conflicting critic iterations before the task is solved,
+    0.071 (none) and 0.067 (PCGrad) once each interval counts its diagnostic updates."""
+    out = tmp_path / "claims"
+    args = [str(study_runs), "--claims", HARD, "--out", str(out), "--reps", "100"]
+    assert report_main(args) == 0
+    text = (out / "claims.md").read_text()
+    row = next(line for line in text.splitlines() if "(a) among conflicts, before the" in line)
+    assert "| 0.07 [" in row and "(n=5) | 0.07 [" in row
+    assert "| most conflicts meet (a) before the task is solved | none | mean 0.071 [" in text
+    assert "| most conflicts meet (a) before the task is solved | pcgrad | mean 0.067 [" in text
+    for heading in ("Figure 4: verdicts", "Figure 3: the ordering", "Section 5.2: MT10"):
+        assert heading in text
+
+
+def test_diagnostic_counts_follow_the_cumulative_update_count():
+    # The study's runs: 501 updates by the first log line after the warm-up, then 1000 per line.
+    assert diagnostic_counts([0, 501, 1501, 2501], 25) == [0, 20, 40, 40]
+    # Update n computes diagnostics when n % every == 0: 10, 20 | 30, 40, 50, 60 | 70 | none.
+    assert diagnostic_counts([5, 25, 60, 70, 79], 10) == [0, 2, 4, 1, 0]
+
+
+def _write_metrics(path: Path, lines: list[dict]) -> Path:
+    path.mkdir(parents=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+def test_shares_and_curvature_are_weighted_by_diagnostic_updates(tmp_path):
+    """Three intervals holding 2, 4 and 1 diagnostic updates (every 10 updates)."""
+    intervals = [  # step, updates so far, conflict, cond_a, xi_le_1, H of the mean, H/|g|^2
+        (100, 20, 0.5, 0.4, 0.1, 1.0, 0.02),
+        (200, 60, 0.25, 0.05, 0.0, 2.0, 0.01),
+        (300, 70, 1.0, 0.2, 0.5, -4.0, 0.04),
+    ]
+    lines = []
+    for step, updates, conflict, cond_a, xi, h, rel in intervals:
+        diag = {"conflict": conflict, "cond_a": cond_a, "xi_le_1": xi}
+        diag |= {"curvature": h, "curvature_rel": rel}
+        lines.append(
+            {"step": step, "train/updates": updates, "train/critic_loss": 1.0}
+            | {f"diag/critic/{k}": v for k, v in diag.items()}
+        )
+        solved = 1.0 if step == 300 else 0.0
+        lines.append({"step": step, "eval/success": 0.5, f"eval/success/{HARD}": solved})
+    result = run_claims(_write_metrics(tmp_path / "run", lines), HARD, "critic", 10, 2)
+    # Before the task is first solved (step 300 included): (2*.4 + 4*.05 + 1*.2) / (2*.5 + 4*.25
+    # + 1*1) = 1.2 / 3; averaging the intervals' ratios as if equal would give 0.65 / 1.75.
+    assert result["cond_a_before"] == pytest.approx(0.4)
+    assert result["xi_before"] == pytest.approx((0.2 + 0.0 + 0.5) / 3)
+    assert math.isnan(result["cond_a_after"])  # no interval after step 300
+    assert result["cond_a_10k"] == pytest.approx(0.4)
+    assert result["h_positive"] == pytest.approx(6 / 7)  # the third interval's H < 0
+    assert result["conflict"] == pytest.approx((2 * 0.5 + 4 * 0.25 + 1.0) / 7)
+    # Thirds of three intervals: one each. H of the sum is K = 2 times H of the mean; the ratio
+    # H / |grad L|^2 of the sum is 1/K times the mean's.
+    assert result["h_early"] == pytest.approx(2.0)
+    assert result["h_late"] == pytest.approx(-8.0)
+    assert math.isnan(result["h_growth"])  # no log ratio of a negative curvature
+    assert result["rel_early"] == pytest.approx(0.01)
+    assert result["rel_growth"] == pytest.approx(math.log(2.0))
+    assert result["first_solved"] == 300 and result["solved"] == 1.0
+
+
+def _pair_and_controls(root: Path) -> Path:
+    """Pair runs (none, pcgrad; 3 seeds) and single-task controls of button-press-topdown."""
+    pair = {"none": [0.0, 0.2, 0.4], "pcgrad": [0.6, 0.8, 1.0]}
+    alone = [0.4, 0.6, 0.8]
+    for method, hard in pair.items():
+        for seed, value in enumerate(hard):
+            write_run(
+                root / f"pair-{method}-s{seed}", [[1.0, value]], preset="mt10-short", seed=seed,
+                benchmark=PAIR, tasks=TWO_TASKS, surgery={"name": method},
+            )  # fmt: skip
+    for seed, value in enumerate(alone):
+        write_run(
+            root / f"alone-s{seed}", [[value]], preset="mt10-short", seed=seed,
+            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+        )  # fmt: skip
+    return root
+
+
+def test_single_task_controls_beside_the_pair_with_per_task_improvement(tmp_path):
+    runs = _pair_and_controls(tmp_path / "runs")
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "## Single-task controls" in markdown
+    with (out / "controls.csv").open() as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"none", "pcgrad"}
+    alone = np.array([[0.4], [0.6], [0.8]])
+    for method, hard in (("none", [0.0, 0.2, 0.4]), ("pcgrad", [0.6, 0.8, 1.0])):
+        row = rows[method]
+        assert row["task"] == HARD and row["control_method"] == "none"
+        assert row["task_set"] == PAIR and row["control_benchmark"] == f"mt50:{HARD}"
+        assert float(row["final_mean"]) == pytest.approx(np.mean(hard))
+        assert float(row["control_final_mean"]) == pytest.approx(0.6)
+        expected = probability_of_improvement(np.array(hard)[:, None], alone)
+        assert float(row["p_improvement_final"]) == pytest.approx(expected)
+        assert (
+            float(row["p_improvement_final_low"])
+            <= expected
+            <= float(row["p_improvement_final_high"])
+        )
+    assert (
+        float(rows["none"]["p_improvement_final"])
+        < 0.5
+        < float(rows["pcgrad"]["p_improvement_final"])
+    )
+
+
+def test_a_report_without_controls_writes_no_controls_file(tmp_path):
+    runs = _pair_and_controls(tmp_path / "runs")
+    for seed in range(3):
+        (runs / f"alone-s{seed}" / "metrics.jsonl").unlink()
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    assert not (out / "controls.csv").exists()
+    assert "Single-task controls" not in (out / "report.md").read_text()
+
+
+def test_without_rliable_no_plots_is_not_suggested(tmp_path, monkeypatch, capsys):
+    """--no-plots still needs rliable: the message names the extra, as a checkout installs it."""
+    monkeypatch.setitem(sys.modules, "rliable.library", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert report_main([str(tmp_path), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "rliable" in err and "pip install -e '.[report]'" in err and "--no-plots" not in err

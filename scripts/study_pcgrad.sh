@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # The PCGrad paper's multi-task RL claims at a CPU's scale (docs/results/pcgrad.md):
+#   ctl   single-task controls: reach and button-press-topdown alone (mt50:<task>) with the pair's
+#         per-task settings (60k transitions, 1500 of random actions, 100k replay, an evaluation
+#         every 1000, as the pair gives each task), seeds 0-4
 #   fig4  reach + button-press-topdown (configs/pcgrad-fig4.yaml), none vs pcgrad, seeds 0-9
 #   fig3  the same pair: pcgrad_direction, pcgrad_magnitude and GradNorm (critic), seeds 0-4
 #         (none and pcgrad seeds 0-4 come from fig4)
 #   mt10  configs/mt10-cpu.yaml at 300k transitions: none, pcgrad, cagrad, seeds 0-4
 # Runs go to $OUT/<study>-<method>-s<seed>, JOBS at a time (default 2, one per core), in this
-# order: the fig4 pairs of seeds first, then fig3, then mt10. Run it again to continue: finished
+# order: the controls first, then the fig4 pairs of seeds, then fig3, then mt10. Run it again to continue: finished
 # runs are skipped, interrupted ones resumed from their last checkpoint (exact resume), a run that
 # died before its first checkpoint is moved aside and started again, a run that another instance
 # of this script is running (its lock file is held) is left to it.
 # A fresh checkout has no run folders: the script first restores the finished runs' logs
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
-# Usage: scripts/study_pcgrad.sh [fig4|fig3|mt10|all|archive] ; then
-#   mtrl-report $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
+# Usage: scripts/study_pcgrad.sh [ctl|fig4|fig3|mt10|all|archive] ; then
+#   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
 #   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/mt10-*/ --out docs/results/pcgrad-mt10
-# A single-task control (e.g. --benchmark mt50:button-press-topdown-v3 at 60k transitions) among
-# the folders given to mtrl-report is compared with the same task in the pair, per method.
+# The single-task controls among the folders given to mtrl-report are compared with the same task
+# in the pair, per method.
 set -euo pipefail
 OUT=${OUT:-runs/study}
 JOBS=${JOBS:-2}
@@ -26,7 +29,17 @@ ARCHIVE=${ARCHIVE:-$(dirname "$0")/../docs/results/pcgrad-study-runs.tar.gz}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OUT
 
 plan() {
-  local which=$1 s m
+  local which=$1 s m t
+  if [[ $which == ctl || $which == all ]]; then
+    for s in 0 1 2 3 4; do
+      for t in button-press-topdown reach; do
+        echo "ctl-$t-s$s --config pcgrad-fig4 --benchmark mt50:$t-v3 --seed $s" \
+          "train.total_steps=60000 train.warmup_steps=1500 train.buffer_size=100000" \
+          "train.eval_every=1000 train.log_every=1000 checkpoint.every=10000" \
+          "surgery.diagnostics_every=0"
+      done
+    done
+  fi
   if [[ $which == fig4 || $which == all ]]; then
     for s in 0 1 2 3 4 5 6 7 8 9; do
       for m in none pcgrad; do echo "fig4-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s"; done

@@ -251,10 +251,11 @@ class TrainConfig:
     )
     compile: str = option(
         "auto",
-        "auto: inductor on a CPU, none on other devices; none: eager updates (the reference "
-        "arithmetic); inductor: the update's gradients and forward passes through "
-        "torch.compile and Adam's fused kernel (same arithmetic, other rounding; about 2x "
-        "faster on a CPU, a few seconds to compile at the start; needs a C++ compiler); "
+        "auto: inductor on a CPU for a run of at least 10,000 updates (where compiling pays), "
+        "none otherwise; none: eager updates (the reference arithmetic); inductor: the "
+        "update's gradients and forward passes through torch.compile and Adam's fused kernel "
+        "(same arithmetic, other rounding; faster on a CPU, seconds to compile at the start; "
+        "needs a C++ compiler); "
         "cudagraph: replay each update from one CUDA graph (same results, far fewer kernel "
         "launches; needs a surgery method that solves on the device; on a CPU the update runs "
         "eagerly with a note)",

@@ -13,7 +13,9 @@ evaluation (the evaluation runs again, whole, on resume), or after the vector st
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,18 +50,38 @@ from mtrl.replay import Batch, MultiTaskReplay
 from mtrl.rundir import protocol
 from mtrl.seeding import stream_seed
 
+COMPILE_PAYS_AFTER = 10_000
+"""Updates from which ``train.compile=auto`` compiles on a CPU. Compiling costs 5-30 s once per
+process (tens of seconds with a cold cache) and saves 2-10 ms per update on the CPU presets
+(``scripts/bench_train.py``): it pays within a few thousand updates, not in a short test run."""
 
-def compile_mode(compile: str, device: torch.device) -> str:
-    """What ``train.compile`` means on ``device``: ``auto`` is ``inductor`` on a CPU and
-    ``none`` elsewhere; ``cudagraph`` off CUDA runs the updates eagerly (the same computation),
-    with a note on stderr, so that one config serves GPU and CPU machines."""
-    if compile == "auto":
-        return "inductor" if device.type == "cpu" else "none"
-    if compile == "cudagraph" and device.type != "cuda":
+
+def compile_mode(train: TrainConfig, device: torch.device, num_tasks: int) -> str:
+    """What ``train.compile`` means for this run on ``device``: ``auto`` is ``inductor`` on a
+    CPU for a run of at least ``COMPILE_PAYS_AFTER`` updates, ``none`` otherwise (and, with a
+    note, where no C++ compiler is found: inductor builds C++ on a CPU); ``cudagraph`` off CUDA
+    runs the updates eagerly (the same computation), with a note on stderr, so that one config
+    serves GPU and CPU machines."""
+    if train.compile == "auto":
+        pays = planned_updates(train, num_tasks) >= COMPILE_PAYS_AFTER
+        if device.type != "cpu" or not pays:
+            return "none"
+        if not any(shutil.which(cxx) for cxx in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+            print("note: no C++ compiler found; the updates run eagerly", file=sys.stderr)
+            return "none"
+        return "inductor"
+    if train.compile == "cudagraph" and device.type != "cuda":
         note = f"note: train.compile=cudagraph needs CUDA; the updates run eagerly on {device}"
         print(note, file=sys.stderr)
         return "none"
-    return compile
+    return train.compile
+
+
+def planned_updates(train: TrainConfig, num_tasks: int) -> int:
+    """About the updates a run makes (``updates_due`` at each vector step after the warm-up)."""
+    update_steps = max(train.total_steps - max(train.warmup_steps, num_tasks), 0) // num_tasks + 1
+    first = train.warmup_updates or train.updates_per_step
+    return first + (update_steps - 1) * train.updates_per_step
 
 
 class EpisodeStats:
@@ -179,7 +201,7 @@ class Trainer:
         obs_dim = self.envs.single_observation_space.shape[0]
         self.action_dim = self.envs.single_action_space.shape[0]
         self.task_embeddings = self._task_embeddings(resume)
-        mode = compile_mode(train.compile, self.device)
+        mode = compile_mode(train, self.device, self.num_tasks)
         self.agent = MTSAC(
             obs_dim,
             self.action_dim,

@@ -168,6 +168,9 @@ class MTSAC:
         self._forwards = Forwards.make(self._target_values, self._log_prob, compiled)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(stream_seed(seed, "agent.noise"))
+        self.probe_generator = torch.Generator(self.device)
+        """Draws the diagnostics' probe batches and their noise, apart from training's streams."""
+        self.probe_generator.manual_seed(stream_seed(seed, "diagnostics.probe"))
         self.components = {
             "critic": self._component("critic", self.critic, config.critic_lr, self._critic_loss),
             "actor": self._component("actor", self.actor, config.actor_lr, self._actor_loss),
@@ -249,6 +252,9 @@ class MTSAC:
     def _noise(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device)
 
+    def _probe_noise(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.probe_generator, device=self.device)
+
     @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for a ``[K, obs_dim]`` array of observations, one row per env.
@@ -302,34 +308,48 @@ class MTSAC:
         return obs[..., -self.num_tasks :]
 
     # ----------------------------------------------------------------------------- update
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def update(self, batch: Batch, probe: Batch | None = None) -> dict[str, torch.Tensor]:
         """One SAC step on a ``[K, n, ...]`` batch: critic, actor, temperature, targets.
 
         Returns per-task metrics as device tensors (no host sync here). With ``cuda_graph`` the
         step is replayed from a CUDA graph, except the updates that compute the gradient
         diagnostics (every ``surgery.diagnostics_every``), which run eagerly: the same
-        computation plus the statistics.
+        computation plus the statistics. ``probe``: a second batch on which those updates also
+        compute the diagnostics (``diag/<component>/probe/...``), with noise from
+        ``probe_generator``: the update itself does not see it.
         """
-        if self._graphed is not None and not self._diagnostics_due():
+        if self._graphed is not None and not self.diagnostics_due():
             metrics = self._graphed(batch)
         else:
-            metrics = self._step(batch)
+            metrics = self._step(batch, probe if self.diagnostics_due() else None)
         self.updates += 1
         return metrics
 
-    def _step(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def _step(self, batch: Batch, probe: Batch | None = None) -> dict[str, torch.Tensor]:
         """The update's device work, without the Python-side counters (what a graph captures)."""
         onehot = self.task_onehot(batch.obs)
         target = self.critic_target_values(batch)
+        critic_probe = None
+        if probe is not None:
+            probe_target = self._forwards.targets(probe, self._probe_noise(probe.action.shape))
+            critic_probe = CriticInputs(probe.obs, probe.action, probe_target, probe.drawn)
         critic_losses = self._descend(
-            self.components["critic"], CriticInputs(batch.obs, batch.action, target, batch.drawn)
+            self.components["critic"],
+            CriticInputs(batch.obs, batch.action, target, batch.drawn),
+            critic_probe,
         )
 
         with torch.no_grad():
             alpha = self.temperature(onehot).exp()
         noise = self._noise(batch.action.shape)
+        actor_probe = None
+        if probe is not None:
+            with torch.no_grad():
+                probe_alpha = self.temperature(self.task_onehot(probe.obs)).exp()
+            probe_noise = self._probe_noise(probe.action.shape)
+            actor_probe = ActorInputs(probe.obs, probe_noise, probe_alpha, probe.drawn)
         actor_losses = self._descend(
-            self.components["actor"], ActorInputs(batch.obs, noise, alpha, batch.drawn)
+            self.components["actor"], ActorInputs(batch.obs, noise, alpha, batch.drawn), actor_probe
         )
 
         # The temperature loss uses the updated actor's log-probabilities on the same noise (as
@@ -352,11 +372,12 @@ class MTSAC:
         self._diagnostics = {}
         return metrics
 
-    def _diagnostics_due(self) -> bool:
+    def diagnostics_due(self) -> bool:
+        """Whether the next update computes the gradient diagnostics."""
         every = self.surgery_config.diagnostics_every
         return every > 0 and (self.updates + 1) % every == 0
 
-    def _descend(self, component: Component, inputs: Any) -> torch.Tensor:
+    def _descend(self, component: Component, inputs: Any, probe_inputs: Any = None) -> torch.Tensor:
         """Turn a component's K per-task losses into one optimizer step; returns the losses.
 
         Without surgery: the gradient of the batch mean (one ordinary backward pass). With surgery:
@@ -365,12 +386,14 @@ class MTSAC:
         the mean, which is what the plain path gives it too). A balancer weights the losses
         (plain path) or the gradient rows (surgery path) first, and adapts after the step.
         On the updates that compute diagnostics (:meth:`_probe`), the plain path computes the
-        per-task gradients as well, beside (not instead of) its own backward pass.
+        per-task gradients as well, beside (not instead of) its own backward pass; with
+        ``probe_inputs`` the diagnostics are computed on those inputs too, at the same θ and
+        for the same step.
         """
         params = component.params
         method = self.surgeries.get(component.name)
         balancer = self.balancers.get(component.name)
-        diagnose = self._diagnostics_due() and component.shared_numel > 0
+        diagnose = self.diagnostics_due() and component.shared_numel > 0
         observed: dict[str, torch.Tensor] = {}
         rows = None
         if method is None and balancer is None:
@@ -396,13 +419,20 @@ class MTSAC:
             combined = method(weighted[:, : component.shared_numel])
             update = torch.cat([combined, weighted[:, component.shared_numel :].mean(0)])
             surgery_lib.assign_grads(params, update)
-        if diagnose and rows is None:  # the plain path's rows, beside its own gradient
-            rows, _ = component.gradients.per_task(params, inputs)
-        probe = self._probe(component, rows, losses.detach()) if diagnose else None
+        probes = []
+        if diagnose:
+            if rows is None:  # the plain path's rows, beside its own gradient
+                rows, _ = component.gradients.per_task(params, inputs)
+            probes.append(self._probe(component, "", inputs, rows, losses.detach()))
+            if probe_inputs is not None:
+                probe_rows, probe_losses = component.gradients.per_task(params, probe_inputs)
+                probes.append(
+                    self._probe(component, "probe/", probe_inputs, probe_rows, probe_losses)
+                )
         self._clip(component)
         component.optimizer.step()
-        if probe is not None:
-            self._record_curvature(component, inputs, *probe)
+        for probe in probes:
+            self._record_curvature(component, *probe)
         if balancer is not None:
             if "losses_after" in balancer.needs:  # the same batch, after the step (FAMO)
                 with torch.no_grad():
@@ -411,22 +441,24 @@ class MTSAC:
         return losses.detach()
 
     def _probe(
-        self, component: Component, rows: torch.Tensor, losses: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Record the tragic-triad statistics of this update (``diag/<component>/...``): those
-        of :func:`mtrl.surgery.gram_diagnostics` on the tasks' own gradients of the shared
+        self, component: Component, prefix: str, inputs: Any, rows: torch.Tensor, losses: Any
+    ) -> tuple[str, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Record the tragic-triad statistics of this update (``diag/<component>/<prefix>...``):
+        those of :func:`mtrl.surgery.gram_diagnostics` on the tasks' own gradients of the shared
         parameters (before any balancer weight), and the norm of the update written into
         ``.grad`` relative to their mean. Returns what the curvature needs after the step:
-        θ_t, L(θ_t) (the mean of the K losses) and ∇L(θ_t) (the mean of the rows)."""
+        the prefix, the inputs, θ_t, L(θ_t) (the mean of the K losses) and ∇L(θ_t) (the mean
+        of the rows)."""
         shared = component.shared_numel
         update = torch.cat([p.grad.reshape(-1) for p in component.params.values()])[:shared]
         stats = surgery_lib.gram_diagnostics(rows[:, :shared], update)
-        self._diagnostics.update({f"diag/{component.name}/{k}": v for k, v in stats.items()})
-        return _flat(component.params), losses.mean(), rows.mean(0)
+        self._record(component, prefix, stats)
+        return prefix, inputs, _flat(component.params), losses.mean(), rows.mean(0)
 
     def _record_curvature(
         self,
         component: Component,
+        prefix: str,
         inputs: Any,
         theta: torch.Tensor,
         loss: torch.Tensor,
@@ -437,7 +469,12 @@ class MTSAC:
         with torch.no_grad():
             loss_after = component.loss(component.params, inputs).mean()
         stats = surgery_lib.step_curvature(loss, loss_after, grad, _flat(component.params) - theta)
-        self._diagnostics.update({f"diag/{component.name}/{k}": v for k, v in stats.items()})
+        self._record(component, prefix, stats)
+
+    def _record(self, component: Component, prefix: str, stats: dict[str, torch.Tensor]) -> None:
+        self._diagnostics.update(
+            {f"diag/{component.name}/{prefix}{k}": v for k, v in stats.items()}
+        )
 
     def _clip(self, component: Component) -> None:
         """Clip the global norm of the update that reaches the optimizer (after surgery), for

@@ -445,6 +445,7 @@ def _agent_state(agent: MTSAC) -> dict[str, Any]:
         "networks": agent_networks(agent),
         "optimizers": {name: c.optimizer.state_dict() for name, c in agent.components.items()},
         "generator": agent.generator.get_state(),
+        "probe_generator": agent.probe_generator.get_state(),
         "updates": agent.updates,
         "surgery": {name: method.state_dict() for name, method in agent.surgeries.items()},
         "balancer": {name: balancer.state_dict() for name, balancer in agent.balancers.items()},
@@ -457,6 +458,8 @@ def _load_agent_state(agent: MTSAC, state: dict[str, Any]) -> None:
     for name, component in agent.components.items():
         component.optimizer.load_state_dict(state["optimizers"][name])
     agent.generator.set_state(state["generator"])
+    if "probe_generator" in state:  # absent from checkpoints older than surgery.diagnostics_batch
+        agent.probe_generator.set_state(state["probe_generator"])
     agent.updates = state["updates"]
     agent.release_graph()  # a captured update would still use the replaced optimizer state
     if set(state["surgery"]) != set(agent.surgeries):

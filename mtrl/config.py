@@ -185,6 +185,13 @@ class SurgeryConfig:
         "(diag/<component>/...; the plain path computes per-task gradients on these updates "
         "only, and training is unchanged); 0: never",
     )
+    diagnostics_batch: int = option(
+        0,
+        "0: the diagnostics use the update's own batch; N > 0: they are also computed on N "
+        "transitions per task drawn for them alone, with their own random stream "
+        "(diag/<component>/probe/...), to tell the gradients' geometry from minibatch noise; "
+        "training is unchanged",
+    )
 
 
 @dataclass
@@ -604,6 +611,11 @@ def validate(config: Config) -> None:
     _require(
         surgery.diagnostics_every >= 0,
         f"surgery.diagnostics_every must be >= 0, got {surgery.diagnostics_every}",
+    )
+    _require(
+        surgery.diagnostics_batch >= 0,
+        f"surgery.diagnostics_batch must be >= 0 (0: the update's batch), got "
+        f"{surgery.diagnostics_batch}",
     )
     checkpoint = config.checkpoint
     _require(checkpoint.every >= 0, f"checkpoint.every must be >= 0, got {checkpoint.every}")

@@ -110,9 +110,11 @@ class MultiTaskReplay:
         self.position = (self.position + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, per_task: int) -> Batch:
-        """``per_task`` transitions of every task, uniformly with replacement from its buffer."""
-        return self._gather(per_task, torch.ones(self.num_tasks, per_task, device=self.device))
+    def sample(self, per_task: int, generator: torch.Generator | None = None) -> Batch:
+        """``per_task`` transitions of every task, uniformly with replacement from its buffer
+        (drawn from ``generator``, by default the replay's own)."""
+        drawn = torch.ones(self.num_tasks, per_task, device=self.device)
+        return self._gather(per_task, drawn, generator or self.generator)
 
     def sample_uniform(self, total: int) -> Batch:
         """``total`` transitions drawn uniformly with replacement from all stored transitions.
@@ -131,13 +133,13 @@ class MultiTaskReplay:
             0, tasks, torch.ones(total, device=self.device)
         )
         drawn = torch.arange(slots, device=self.device) < counts.unsqueeze(-1)
-        return self._gather(slots, drawn.float())
+        return self._gather(slots, drawn.float(), self.generator)
 
-    def _gather(self, per_task: int, drawn: torch.Tensor) -> Batch:
+    def _gather(self, per_task: int, drawn: torch.Tensor, generator: torch.Generator) -> Batch:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         index = torch.randint(
-            self.size, (self.num_tasks, per_task), generator=self.generator, device=self.device
+            self.size, (self.num_tasks, per_task), generator=generator, device=self.device
         )
         rows = self.data.gather(1, index.unsqueeze(-1).expand(-1, -1, self.data.shape[-1]))
         obs, action, reward, next_obs, terminated, truncated = rows.split(self._widths, dim=-1)

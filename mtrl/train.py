@@ -448,8 +448,17 @@ class Trainer:
     def _update(self) -> None:
         """Run the ``pending_updates``, one by one, until none is left or a signal came."""
         while self.pending_updates > 0 and self.signals.received is None:
-            self.interval.add(self.agent.update(self.sample()))
+            self.interval.add(self.agent.update(self.sample(), self._probe_batch()))
             self.pending_updates -= 1
+
+    def _probe_batch(self) -> Batch | None:
+        """The diagnostics' own batch (``surgery.diagnostics_batch`` per task) when the next
+        update computes them, drawn with the agent's probe stream: training's streams are
+        untouched."""
+        per_task = self.config.surgery.diagnostics_batch
+        if per_task == 0 or not self.agent.diagnostics_due():
+            return None
+        return self.replay.sample(per_task, generator=self.agent.probe_generator)
 
     def evaluate(self, episodes: int, final: bool = False) -> EvalResult:
         """Evaluate, log and keep the best agent. A preemption signal stops it between two

@@ -3,11 +3,14 @@ training bit-identical, and the curvature is that of the step actually taken."""
 
 import pytest
 import torch
-from helpers import ACT, STATE, K, N, make_batch
+from helpers import ACT, STATE, K, N, make_batch, tiny_mt1, without_timing
 from torch.func import functional_call
 
 from mtrl.agent import MTSAC
+from mtrl.checkpoint import step_file
+from mtrl.cli import train_main
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
+from mtrl.logger import read_metrics
 
 
 def make_agent(
@@ -111,3 +114,107 @@ def test_curvature_is_that_of_the_step_taken_on_the_same_batch(surgery):
         rtol=1e-3,
         atol=0,
     )
+
+
+def probe_batch(per_task: int, seed: int):
+    """A batch of ``per_task`` transitions per task (the helpers' batch has N)."""
+    gen = torch.Generator().manual_seed(seed)
+    onehot = torch.eye(K)[:, None, :].expand(K, per_task, K)
+
+    def obs():
+        return torch.cat([torch.randn(K, per_task, STATE, generator=gen), onehot], -1)
+
+    batch = make_batch(seed)
+    return batch._replace(
+        obs=obs(),
+        action=torch.rand(K, per_task, ACT, generator=gen) * 2 - 1,
+        reward=torch.randn(K, per_task, generator=gen),
+        next_obs=obs(),
+        terminated=torch.zeros(K, per_task),
+        truncated=torch.zeros(K, per_task),
+        drawn=torch.ones(K, per_task),
+    )
+
+
+@pytest.mark.parametrize("surgery", ["none", "pcgrad"])
+def test_a_probe_batch_leaves_training_bit_identical(surgery):
+    """surgery.diagnostics_batch: the diagnostics on a second, larger batch draw their noise
+    from the probe stream only; every parameter, moment and training stream stays the same."""
+    plain, probed = make_agent(surgery, every=2), make_agent(surgery, every=2)
+    for step in range(5):
+        batch = make_batch(seed=step)
+        a, b = plain.update(batch), probed.update(batch, probe_batch(4 * N, 100 + step))
+        assert ("diag/critic/probe/conflict" in b) == (step % 2 == 1)
+        assert "diag/actor/probe/cond_a" in b or step % 2 == 0
+        for key, value in a.items():
+            assert torch.equal(value, b[key]), key
+    for x, y in zip(state(plain), state(probed), strict=True):
+        assert torch.equal(x, y)
+    assert not torch.equal(plain.probe_generator.get_state(), probed.probe_generator.get_state())
+
+
+def test_the_probe_statistics_are_those_of_the_probe_batch():
+    """The critic's probe cosine and curvature, by hand: targets from the pre-update target
+    networks with the probe stream's noise, each task's gradient on its own probe slice."""
+    agent = make_agent("none", every=1)
+    agent.update(make_batch(seed=2))  # away from the initial parameters
+    batch, probe = make_batch(seed=3), probe_batch(3 * N, 7)
+    critic = agent.components["critic"]
+    before = {name: p.detach().clone() for name, p in critic.params.items()}
+    probe_state = agent.probe_generator.get_state()
+    probe_target = agent._target_values(probe, agent._probe_noise(probe.action.shape))
+    agent.probe_generator.set_state(probe_state)
+    metrics = agent.update(batch, probe)
+    after = {name: p.detach().clone() for name, p in critic.params.items()}
+
+    grads, losses = [], []
+    for task in range(K):
+        params = {name: p.clone().requires_grad_() for name, p in before.items()}
+        sl = slice(task, task + 1)
+        loss = critic_mean_loss(agent, params, probe.obs[sl], probe.action[sl], probe_target[sl])
+        grads.append(
+            torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(params.values()))])
+        )
+        losses.append(loss.detach())
+    rows = torch.stack(grads).double()
+    cos = [
+        (rows[i] @ rows[j] / (rows[i].norm() * rows[j].norm())).item()
+        for i, j in zip(*torch.triu_indices(K, K, 1).tolist(), strict=True)
+    ]
+    torch.testing.assert_close(
+        metrics["diag/critic/probe/pair_cos"].double(),
+        torch.tensor(cos, dtype=torch.double),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert not torch.allclose(
+        metrics["diag/critic/pair_cos"], metrics["diag/critic/probe/pair_cos"]
+    )
+
+    step = torch.cat([(after[n] - before[n]).flatten() for n in before]).double()
+    loss_after = critic_mean_loss(agent, after, probe.obs, probe.action, probe_target)
+    expected = 2 * (loss_after.double() - torch.stack(losses).double().mean() - rows.mean(0) @ step)
+    torch.testing.assert_close(
+        metrics["diag/critic/probe/curvature"].double(), expected, rtol=1e-2, atol=1e-6
+    )
+
+
+def test_a_run_with_probe_batches_trains_as_one_without(tmp_path):
+    """mtrl-train with surgery.diagnostics_batch: the same parameters, optimizer moments,
+    replay and training streams at the end (the probe stream aside), the same training and
+    diagnostics lines, and the probe's statistics beside them."""
+    pair = ("--benchmark", "mt50:reach-v3,push-v3", "surgery.diagnostics_every=5")
+    runs = {}
+    for name, extra in (("plain", ()), ("probed", ("surgery.diagnostics_batch=64",))):
+        runs[name] = tmp_path / name
+        assert train_main([*tiny_mt1(200, runs[name], *pair[2:], *extra), *pair[:2]]) == 0
+    raw = [torch.load(step_file(run, 200), weights_only=True) for run in runs.values()]
+    assert raw[0]["tensors"].keys() == raw[1]["tensors"].keys()
+    differing = [
+        k for k, v in raw[0]["tensors"].items() if not torch.equal(v, raw[1]["tensors"][k])
+    ]
+    assert differing == ["agent/probe_generator"]
+    plain, probed = (read_metrics(run) for run in runs.values())
+    assert any("diag/critic/probe/conflict" in r for r in probed)
+    for a, b in zip(without_timing(plain), without_timing(probed), strict=True):
+        assert a == {k: v for k, v in b.items() if "/probe/" not in k}

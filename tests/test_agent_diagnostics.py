@@ -7,6 +7,7 @@ from helpers import ACT, STATE, K, N, make_batch, tiny_mt1, without_timing
 from torch.func import functional_call
 
 from mtrl.agent import MTSAC
+from mtrl.analysis.cli import report_main
 from mtrl.checkpoint import step_file
 from mtrl.cli import train_main
 from mtrl.config import AgentConfig, BalancerConfig, SurgeryConfig
@@ -218,3 +219,10 @@ def test_a_run_with_probe_batches_trains_as_one_without(tmp_path):
     assert any("diag/critic/probe/conflict" in r for r in probed)
     for a, b in zip(without_timing(plain), without_timing(probed), strict=True):
         assert a == {k: v for k, v in b.items() if "/probe/" not in k}
+    # mtrl-report --claims sets the probe's triad beside the same runs' update-batch triad.
+    out = tmp_path / "claims"
+    argv = [str(runs["probed"]), "--claims", "push-v3", "--out", str(out), "--reps", "100"]
+    assert report_main(argv) == 0
+    text = (out / "claims.md").read_text()
+    assert "### critic loss, probe batch: runs with a probe batch (64 per task)" in text
+    assert "### actor loss, update batch: runs with a probe batch (64 per task)" in text

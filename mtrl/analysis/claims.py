@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +256,18 @@ class TriadClaims:
         return [s[quantity] for s in self.per_component[component][label]]
 
 
-def triad_claims(rows: list[Row], task: str) -> TriadClaims:
-    """The per-run numbers of every row, for both components; ValueError (one line) when a run
-    lacks the task or the diagnostics."""
+def probe_rows(rows: list[Row]) -> list[Row]:
+    """The rows restricted to their runs with a probe batch (``surgery.diagnostics_batch``)."""
+    probed = [
+        replace(row, runs=[r for r in row.runs if r.config.get("surgery.diagnostics_batch")])
+        for row in rows
+    ]
+    return [row for row in probed if row.runs]
+
+
+def triad_claims(rows: list[Row], task: str, components: Sequence[str] = COMPONENTS) -> TriadClaims:
+    """The per-run numbers of every row, per component (``<component>/probe``: on the probe
+    batch); ValueError (one line) when a run lacks the task or the diagnostics."""
     per_component = {
         component: {
             row.label: [
@@ -273,7 +282,7 @@ def triad_claims(rows: list[Row], task: str) -> TriadClaims:
             ]
             for row in rows
         }
-        for component in COMPONENTS
+        for component in components
     }
     return TriadClaims(rows, task, per_component)
 
@@ -362,6 +371,26 @@ def ordering_verdicts(
     return out or [Verdict(claim, "—", "no runs of both methods", UNRESOLVED)]
 
 
+def probe_sections(rows: list[Row], task: str, reps: int, seed: int) -> list[str]:
+    """The triad on the probe batches, for the runs that have them, beside the same runs' triad
+    on their update batches: whether conflicts and (a) belong to the gradients or to the
+    minibatch."""
+    probed = probe_rows(rows)
+    if not probed:
+        return []
+    components = [*COMPONENTS, *(f"{c}/probe" for c in COMPONENTS)]
+    claims = triad_claims(probed, task, components)
+    sizes = sorted({int(r.config["surgery.diagnostics_batch"]) for row in probed for r in row.runs})
+    names = {k: v for k, v in QUANTITIES.items() if k.startswith(("cond_a", "xi", "conflict"))}
+    parts = []
+    for component in COMPONENTS:
+        for which, title in ((component, "update batch"), (f"{component}/probe", "probe batch")):
+            parts += ["", f"### {component} loss, {title}: runs with a probe batch "]
+            parts[-1] += f"({', '.join(map(str, sizes))} per task)"
+            parts += ["", quantity_table(claims, which, names, reps, seed)]
+    return parts
+
+
 def verdict_table(verdicts: list[Verdict]) -> str:
     lines = ["| claim | method | here | verdict |", "|---|---|---|---|"]
     lines += [f"| {v.claim} | {v.method} | {v.evidence} | **{v.verdict}** |" for v in verdicts]
@@ -395,6 +424,7 @@ def claims_markdown(grouped: dict[ProtocolKey, list[Row]], task: str, reps: int,
             parts.append(quantity_table(claims, component, QUANTITIES, reps, seed))
         parts += ["", "### Figure 4: verdicts at this scale (critic loss)", ""]
         parts.append(verdict_table(figure4_verdicts(claims, reps, seed)))
+        parts += probe_sections(rows, task, reps, seed)
     figure3 = ordering_verdicts(grouped, FIGURE3_ORDER, "Figure 3", reps, seed)
     mt10 = ordering_verdicts(grouped, [("pcgrad", "none")], "Section 5.2, MT10", reps, seed, "mt10")
     parts += ["", "## Figure 3: the ordering of methods", "", verdict_table(figure3)]

@@ -3,19 +3,23 @@
 #   ctl   single-task controls: reach and button-press-topdown alone (mt50:<task>) with the pair's
 #         per-task settings (60k transitions, 1500 of random actions, 100k replay, an evaluation
 #         every 1000, as the pair gives each task), seeds 0-4
-#   fig4  reach + button-press-topdown (configs/pcgrad-fig4.yaml), none vs pcgrad, seeds 0-9
+#   fig4  reach + button-press-topdown (configs/pcgrad-fig4.yaml), none vs pcgrad, seeds 0-9, with
+#         the diagnostics also on a probe batch of 512 per task (runs finished before mtrl 0.4:
+#         none 0-4 and pcgrad 0-3, have none)
+#   check fig4's none seed 0 again on the compiled update (train.compile=auto, mtrl 0.4): the
+#         same arithmetic as the archived run (eager, 0.3), other rounding
 #   fig3  the same pair: pcgrad_direction, pcgrad_magnitude and GradNorm (critic), seeds 0-4
 #         (none and pcgrad seeds 0-4 come from fig4)
 #   mt10  configs/mt10-cpu.yaml at 300k transitions: none, pcgrad, cagrad, seeds 0-4
 # Runs go to $OUT/<study>-<method>-s<seed>, JOBS at a time (default 2, one per core), in this
-# order: the controls first, then the fig4 pairs of seeds, then fig3, then mt10. Run it again to continue: finished
-# runs are skipped, interrupted ones resumed from their last checkpoint (exact resume), a run that
+# order: the controls, the compile check, the fig4 pairs of seeds, fig3, mt10. Run it again to
+# continue: finished runs are skipped, interrupted ones resumed from their last checkpoint (exact resume), a run that
 # died before its first checkpoint is moved aside and started again, a run that another instance
 # of this script is running (its lock file is held) is left to it.
 # A fresh checkout has no run folders: the script first restores the finished runs' logs
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
-# Usage: scripts/study_pcgrad.sh [ctl|fig4|fig3|mt10|all|archive] ; then
+# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|fig3|mt10|all|archive] ; then
 #   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
 #   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
@@ -40,9 +44,14 @@ plan() {
       done
     done
   fi
+  if [[ $which == check || $which == all ]]; then
+    echo "check-compiled-fig4-none-s0 --config pcgrad-fig4 --surgery none --seed 0"
+  fi
   if [[ $which == fig4 || $which == all ]]; then
     for s in 0 1 2 3 4 5 6 7 8 9; do
-      for m in none pcgrad; do echo "fig4-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s"; done
+      for m in none pcgrad; do
+        echo "fig4-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s surgery.diagnostics_batch=512"
+      done
     done
   fi
   if [[ $which == fig3 || $which == all ]]; then

@@ -7,6 +7,7 @@ step), GradNorm one backward from the losses to the last shared layer batched ov
 
     python scripts/bench_balancers.py                      # CPU, MT10
     python scripts/bench_balancers.py --benchmarks mt10 mt50 --device cuda
+    python scripts/bench_balancers.py --quick              # one round: the script runs
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def main() -> None:
     parser.add_argument("--benchmarks", nargs="+", default=["mt10"], choices=list(TASKS))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="1 round")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device: {device}, torch {torch.__version__}, threads {args.threads}")

@@ -41,9 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--burst", type=int, default=10, help="updates per timing")
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 4 updates")
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 updates")
     args = parser.parse_args()
-    rounds, burst = (2, 4) if args.quick else (args.rounds, args.burst)
+    rounds, burst = (1, 2) if args.quick else (args.rounds, args.burst)
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
     results = {}

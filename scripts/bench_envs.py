@@ -6,6 +6,7 @@ alike; the ratio is the result, the milliseconds depend on the load.
 
     python scripts/bench_envs.py              # 10 rounds of 50 vector steps each
     python scripts/bench_envs.py --quick
+    python scripts/bench_envs.py --quick --benchmarks mt1:reach-v3 mt50:reach-v3,push-v3  # seconds
 """
 
 from __future__ import annotations
@@ -35,11 +36,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="alternating blocks per benchmark")
     parser.add_argument("--block", type=int, default=50, help="vector steps per block")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 20 vector steps")
+    parser.add_argument(
+        "--benchmarks",
+        nargs=2,
+        default=["mt10", "mt50"],
+        metavar=("SMALL", "LARGE"),
+        help="the two vector envs (default mt10 mt50; building MT50 takes about a minute)",
+    )
     args = parser.parse_args()
     rounds, block = (3, 20) if args.quick else (args.rounds, args.block)
 
-    names = ("mt10", "mt50")
-    envs = {name: make_envs(parse_benchmark(name), EnvConfig(), seed=0) for name in names}
+    names = tuple(args.benchmarks)
+    benchmarks = {name: parse_benchmark(name) for name in names}
+    envs = {name: make_envs(b, EnvConfig(), seed=0) for name, b in benchmarks.items()}
     for vec in envs.values():
         vec.action_space.seed(0)
         vec.reset(seed=0)
@@ -49,13 +58,18 @@ def main() -> None:
         for name, vec in envs.items():
             seconds[name].append(time_block(vec, block) / block)
     ms = {name: 1e3 * float(np.median(s)) for name, s in seconds.items()}
-    ratio = ms["mt50"] / ms["mt10"]
+    small, large = names
+    ratio = ms[large] / ms[small]
     print("| benchmark | vector step (ms, median of blocks) | env steps/s |")
     print("|---|---:|---:|")
-    for name, k in (("mt10", 10), ("mt50", 50)):
-        print(f"| {name} | {ms[name]:.2f} | {k * 1e3 / ms[name]:,.0f} |")
-    print(f"MT50 step / MT10 step: {ratio:.2f}x (ideal for 5x the envs: 5x)")
-    print(json.dumps({"mt10_ms": ms["mt10"], "mt50_ms": ms["mt50"], "ratio": ratio}))
+    for name, benchmark in benchmarks.items():
+        print(f"| {name} | {ms[name]:.2f} | {benchmark.num_tasks * 1e3 / ms[name]:,.0f} |")
+    envs_ratio = benchmarks[large].num_tasks / benchmarks[small].num_tasks
+    print(
+        f"{large.upper()} step / {small.upper()} step: {ratio:.2f}x "
+        f"(ideal for {envs_ratio:g}x the envs: {envs_ratio:g}x)"
+    )
+    print(json.dumps({f"{small}_ms": ms[small], f"{large}_ms": ms[large], "ratio": ratio}))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ make the two comparable.
     python scripts/bench_loop.py                                   # mt10 preset networks
     python scripts/bench_loop.py --hidden 64 64 --batch-per-task 32
     python scripts/bench_loop.py --quick --workers 4
+    python scripts/bench_loop.py --quick --config pcgrad-fig4      # seconds: the script runs
 """
 
 from __future__ import annotations
@@ -105,9 +106,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the learner")
     parser.add_argument("--rounds", type=int, default=10, help="alternating blocks per trainer")
     parser.add_argument("--block", type=int, default=20, help="iterations per block")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 10 iterations")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 rounds of 10 iterations, eager updates (train.compile=none), 2 x 32 networks and "
+        "16 per task unless given",
+    )
     args = parser.parse_args()
     rounds, block = (3, 10) if args.quick else (args.rounds, args.block)
+    if args.quick:
+        args.hidden = args.hidden or [32, 32]
+        args.batch_per_task = args.batch_per_task or 16
 
     overrides = [
         "train.device=cpu",
@@ -115,6 +124,8 @@ def main() -> None:
         "train.buffer_size=100000",  # the replay's size does not change a sample's cost
         "train.warmup_steps=100",  # 10 vector steps of random actions fill every task's replay
     ]
+    if args.quick:
+        overrides.append("train.compile=none")
     if args.hidden:
         overrides.append(f"agent.hidden_dims=[{','.join(map(str, args.hidden))}]")
     if args.batch_per_task:

@@ -14,6 +14,7 @@ Collector and bare loop alternate step by step, so drift on a shared machine hit
 
     python scripts/bench_throughput.py            # 3000 vector steps per phase
     python scripts/bench_throughput.py --quick
+    python scripts/bench_throughput.py --quick --config pcgrad-fig4   # seconds: the script runs
 """
 
 from __future__ import annotations
@@ -81,13 +82,16 @@ def time_update(trainer: Trainer, repeats: int, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 vector steps, eager updates (train.compile=none)"
+    )
     parser.add_argument("--config", default="mt10")
     args = parser.parse_args()
-    steps, repeats = (500, 5) if args.quick else (3000, 20)
+    steps, repeats = (100, 3) if args.quick else (3000, 20)
     torch.set_num_threads(1)
 
-    config = load_config(args.config, ["train.warmup_steps=0", "train.device=cpu"])
+    overrides = ["train.warmup_steps=0", "train.device=cpu"]
+    config = load_config(args.config, overrides + (["train.compile=none"] if args.quick else []))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, Path(tmp), progress=False)
         twin = make_envs(trainer.benchmark, config.env, config.train.seed)
@@ -100,7 +104,10 @@ def main() -> None:
         trainer.close()
 
     hidden, batch = config.agent.hidden_dims, config.agent.batch_per_task * trainer.num_tasks
-    print(f"MT10 env steps/s over {steps} vector steps, collector and bare loop alternating:")
+    benchmark = config.env.benchmark.upper()
+    print(
+        f"{benchmark} env steps/s over {steps} vector steps, collector and bare loop alternating:"
+    )
     for name, phase in phases.items():
         print(
             f"  {name:<7} collector {phase['collector']:7.0f}   bare loop, same actions "

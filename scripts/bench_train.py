@@ -21,7 +21,7 @@ same floor serves every variant of a preset.
 
     python scripts/bench_train.py                                 # compile none vs auto
     python scripts/bench_train.py --before /tmp/mtrl-0.3.0 --rounds 3
-    python scripts/bench_train.py --quick                         # seconds: the script runs
+    python scripts/bench_train.py --quick       # pcgrad-fig4 with PCGrad, tiny: the script runs
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def worker(job: dict) -> dict:
     from mtrl.config import load_config
     from mtrl.train import Trainer
 
-    preset = load_config(job["preset"])
+    preset = load_config(job["preset"], job["overrides"])  # the warm-up of --quick's override
     start = preset.train.warmup_steps + job["settle"]
     total = start + job["steps"]
     overrides = [f"surgery.name={job['surgery']}", f"train.total_steps={total}", "train.threads=1"]
@@ -156,11 +156,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--before", type=Path, help="checkout of the earlier version")
-    parser.add_argument("--presets", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--presets", nargs="+", choices=list(CASES), help="default: all")
     parser.add_argument("--steps", type=int, default=None, help="measured transitions")
     parser.add_argument("--settle", type=int, default=None, help="transitions before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
-    parser.add_argument("--quick", action="store_true", help="a few hundred transitions, 1 round")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few hundred transitions, 1 round, 1 x 32 networks; pcgrad-fig4 unless --presets, "
+        "PCGrad only",
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -172,13 +177,14 @@ def main() -> None:
         arms = {"compile=none": (HERE, ["train.compile=none"]), "auto": (HERE, [])}
     rounds = 1 if args.quick else args.rounds
     results: dict[tuple[str, str, str], list[dict]] = {}
-    for preset in args.presets:
+    presets = args.presets or (["pcgrad-fig4"] if args.quick else list(CASES))
+    for preset in presets:
         steps = args.steps or (200 if args.quick else 4_000 if preset == "pcgrad-fig4" else 20_000)
         settle = args.settle if args.settle is not None else (20 if args.quick else 200)
         # quick: every code path once (an evaluation, the diagnostics), not a measurement
         extra = [f"train.eval_every={steps}", "train.buffer_size=20000"] if args.quick else []
         for _ in range(rounds):
-            for surgery in CASES[preset]:
+            for surgery in ["pcgrad"] if args.quick else CASES[preset]:
                 for arm, (source, overrides) in arms.items():
                     job = {
                         "preset": preset,

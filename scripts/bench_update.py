@@ -74,6 +74,7 @@ def random_batch(num_tasks: int, per_task: int, device: torch.device, seed: int)
         next_obs=obs(),
         terminated=torch.zeros(num_tasks, per_task, device=device),
         truncated=torch.zeros(num_tasks, per_task, device=device),
+        drawn=torch.ones(num_tasks, per_task, device=device),  # a balanced batch: all drawn
     )
 
 
@@ -172,7 +173,8 @@ def bench_per_task_grads(benchmark: str, rounds: int, device: torch.device) -> d
     num_tasks = TASKS[benchmark]
     agent = make_agent(num_tasks, "none", device)
     batch = random_batch(num_tasks, 128, device, 0)
-    inputs = CriticInputs(batch.obs, batch.action, agent.critic_target_values(batch))
+    target = agent.critic_target_values(batch)
+    inputs = CriticInputs(batch.obs, batch.action, target, batch.drawn)
     critic = agent.components["critic"]
     params = list(critic.params.values())
 

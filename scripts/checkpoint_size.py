@@ -6,6 +6,7 @@ do), takes one gradient step so that the optimizers hold their moments, then tim
 checkpoint (state capture, checksum, torch.save, fsync) and reading it back (load + verify).
 
     python scripts/checkpoint_size.py --presets mt10 mt50
+    python scripts/checkpoint_size.py --quick --presets pcgrad-fig4   # seconds: the script runs
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -36,8 +38,12 @@ def fill_replay(trainer: Trainer) -> None:
     replay.size, replay.position = replay.capacity, 0
 
 
-def measure(preset: str, folder: Path) -> dict[str, float]:
-    config = load_config(preset, ["train.device=cpu"])
+QUICK = ["train.buffer_size=2000", "agent.hidden_dims=[32,32]", "train.compile=none"]
+"""The overrides of ``--quick``: a small replay and networks, the eager update."""
+
+
+def measure(preset: str, folder: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+    config = load_config(preset, ["train.device=cpu", *overrides])
     start = time.perf_counter()
     trainer = Trainer(config, folder / preset, progress=False)
     build = time.perf_counter() - start
@@ -75,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["mt10", "mt50"])
     parser.add_argument("--dir", type=Path, help="where to write (default: a temporary folder)")
+    parser.add_argument("--quick", action="store_true", help=f"with {' '.join(QUICK)}")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -84,7 +91,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         for preset in args.presets:
-            r = measure(preset, Path(tmp))
+            r = measure(preset, Path(tmp), QUICK if args.quick else [])
             print(
                 f"| {preset} | {r['tasks']} | {r['replay_in_memory_mb']:.0f} MB "
                 f"| {r['checkpoint_mb']:.0f} MB | {r['write_s']:.1f} s "

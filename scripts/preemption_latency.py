@@ -14,6 +14,7 @@ first included (it allocates). Nothing here is a full training run; each preset 
 minute on a 2-core machine.
 
     python scripts/preemption_latency.py --presets mt10-pcgrad mt50-mwplus
+    python scripts/preemption_latency.py --quick --presets pcgrad-fig4   # seconds: it runs
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoint_size import fill_replay
+from checkpoint_size import QUICK, fill_replay
 
 from mtrl.checkpoint import env_state
 from mtrl.config import load_config
@@ -42,8 +43,10 @@ def slowest(action: Callable[[], object], repeats: int) -> float:
     return max(times)
 
 
-def measure(preset: str, folder: Path, repeats: int) -> dict[str, float]:
-    config = load_config(preset, ["train.device=cpu"])
+def measure(
+    preset: str, folder: Path, repeats: int, overrides: Sequence[str] = ()
+) -> dict[str, float]:
+    config = load_config(preset, ["train.device=cpu", *overrides])
     trainer = Trainer(config, folder / preset, progress=False)
     fill_replay(trainer)
     agent = trainer.agent
@@ -74,13 +77,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["mt10-pcgrad", "mt50-mwplus"])
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help=f"1 repeat, with {' '.join(QUICK)}")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
     names = ["update", "eval_step", "eval_start", "train_step", "write", "close", "worst"]
     print("| preset | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     with tempfile.TemporaryDirectory() as folder:
         for preset in args.presets:
-            parts = measure(preset, Path(folder), args.repeats)
+            parts = measure(preset, Path(folder), args.repeats, QUICK if args.quick else [])
             cells = " | ".join(f"{parts[n]:.2f} s" for n in names)
             print(f"| `{preset}` | {cells} |", flush=True)
 

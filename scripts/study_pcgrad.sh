@@ -19,7 +19,9 @@
 # A fresh checkout has no run folders: the script first restores the finished runs' logs
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
-# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|fig3|mt10|all|archive] ; then
+# `scripts/study_pcgrad.sh plan [ctl|check|fig4|fig3|mt10|all]` prints the runs, one a line (name,
+# then mtrl-train's arguments), and starts, restores and writes nothing.
+# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|fig3|mt10|all|archive|plan] ; then
 #   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
 #   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
@@ -101,6 +103,10 @@ archive() {
   echo "wrote $ARCHIVE: $((${#logs[@]} / 3)) finished runs"
 }
 
+if [[ ${1:-all} == plan ]]; then
+  plan "${2:-all}"
+  exit
+fi
 mkdir -p "$OUT"
 if [[ ${1:-all} == archive ]]; then
   archive

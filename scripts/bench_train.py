@@ -109,10 +109,10 @@ def worker(job: dict) -> dict:
         trainer = Trainer(config, Path(tmp) / "run", progress=False)
         train_step, update = trainer.train_step, trainer.agent.update
 
-        def timed_update(batch):
+        def timed_update(*args):
             begin = time.perf_counter()
             try:
-                return update(batch)
+                return update(*args)
             finally:
                 if "start" in stamps:
                     update_seconds[0] += time.perf_counter() - begin

@@ -7,7 +7,8 @@ tables show medians over rounds of the time per update. A burst is queued back t
 device drained once at its end, as in training, where an update that never waits for the device
 lets Python run ahead of it. Tables: (1) each surgery method with the default 3 x 400 MLP
 (methods take options as NAME:KEY=VALUE, e.g. ``cagrad:solver=exact``: the host solver on a
-GPU; ``--compile cudagraph`` adds each method replayed from a CUDA graph, ``+graph`` rows); (2)
+GPU; ``--compile cudagraph`` adds each method replayed from a CUDA graph, ``+graph`` rows,
+``--compile none inductor`` each method compiled, ``+inductor`` rows); (2)
 the per-task critic gradients: one vmapped pass vs a loop of K backward passes vs one plain
 backward; (3) each model (``agent.model``, with the network of its paper preset
 ``configs/<benchmark>-<model>``) without surgery and with PCGrad. The last line is one JSON
@@ -15,6 +16,7 @@ object with the times and ratios.
 
     python scripts/bench_update.py                      # CPU, MT10 and MT50, everything
     python scripts/bench_update.py --device cuda --compile none cudagraph
+    python scripts/bench_update.py --compile none inductor --benchmarks mt10 --models
     python scripts/bench_update.py --quick --benchmarks mt10 --methods pcgrad cagrad --models
     python scripts/bench_update.py --methods --models moore paco   # models table only
 """
@@ -91,6 +93,7 @@ def make_agent(
     device: torch.device,
     config: AgentConfig | None = None,
     cuda_graph: bool = False,
+    compiled: bool = False,
 ) -> MTSAC:
     torch.manual_seed(0)
     return MTSAC(
@@ -102,6 +105,7 @@ def make_agent(
         seed=0,
         surgery=surgery_config(spec),
         cuda_graph=cuda_graph,
+        compiled=compiled,
     )
 
 
@@ -120,8 +124,8 @@ def bench_updates(
     """Median milliseconds per update of each agent, timed in bursts of ``burst`` updates, the
     agents interleaved within each round."""
     batches = [random_batch(num_tasks, 128, device, seed) for seed in range(4)]
-    for agent in agents.values():  # warm-up: allocations, caches, the graphs' capture
-        for step in range(WARMUP + 2 if agent.cuda_graph else 1):
+    for agent in agents.values():  # warm-up: allocations, caches, the graphs' capture, compiling
+        for step in range(WARMUP + 2 if agent.cuda_graph or agent.compiled else 1):
             agent.update(batches[step % len(batches)])
     times: dict[str, list[float]] = {name: [] for name in agents}
 
@@ -138,9 +142,11 @@ def bench_updates(
 def method_agents(
     num_tasks: int, methods: list[str], device: torch.device, modes: list[str]
 ) -> dict[str, MTSAC]:
-    """The plain agent and one per method, eager and (``cudagraph`` in ``modes``) captured;
-    methods that cannot be captured are left out of the captured rows, with a note."""
+    """The plain agent and one per method, eager, (``cudagraph`` in ``modes``) captured and
+    (``inductor``) compiled; methods that cannot be captured are left out of the captured rows,
+    with a note. The first mode's plain agent is the rows' reference."""
     agents = {}
+    suffix = {"none": "", "cudagraph": "+graph", "inductor": "+inductor"}
     for mode in modes:
         graph = mode == "cudagraph"
         for spec in ["none", *methods]:
@@ -148,8 +154,9 @@ def method_agents(
             if problem is not None:
                 print(f"  {spec}+graph: not captured ({problem})")
                 continue
-            label = spec + ("+graph" if graph else "")
-            agents[label] = make_agent(num_tasks, spec, device, cuda_graph=graph)
+            agents[spec + suffix[mode]] = make_agent(
+                num_tasks, spec, device, cuda_graph=graph, compiled=mode == "inductor"
+            )
     return agents
 
 
@@ -210,7 +217,11 @@ def main() -> None:
         "--methods", nargs="*", default=surgery.available(), help="NAME or NAME:KEY=VALUE,..."
     )
     parser.add_argument(
-        "--compile", nargs="+", default=["none"], choices=["none", "cudagraph"], dest="modes"
+        "--compile",
+        nargs="+",
+        default=["none"],
+        choices=["none", "inductor", "cudagraph"],
+        dest="modes",
     )
     parser.add_argument("--burst", type=int, default=None, help="updates per timing (1; cuda 20)")
     parser.add_argument(
@@ -253,7 +264,7 @@ def bench_methods(
     num_tasks = TASKS[benchmark]
     agents = method_agents(num_tasks, methods, device, modes)
     ms = bench_updates(agents, num_tasks, rounds, burst, device)
-    plain = ms["none"]
+    plain = next(iter(ms.values()))  # the first mode's plain update
     print(
         f"\n{benchmark.upper()}: MT-SAC update, 3 x 400, batch 128/task, ms per update in "
         f"bursts of {burst}, median of {rounds}"

@@ -62,14 +62,18 @@ class AlphaInputs(NamedTuple):
     drawn: torch.Tensor
 
 
+TargetFn = Callable[[Batch, torch.Tensor], torch.Tensor]
+LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class Forwards(NamedTuple):
     """The update's forward passes without a gradient, compiled with the gradients (or not)."""
 
-    targets: Callable[[Batch, torch.Tensor], torch.Tensor]
-    log_prob: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    targets: TargetFn
+    log_prob: LogProbFn
 
     @classmethod
-    def make(cls, targets, log_prob, compiled: bool) -> Forwards:
+    def make(cls, targets: TargetFn, log_prob: LogProbFn, compiled: bool) -> Forwards:
         if not compiled:
             return cls(targets, log_prob)
         return cls(*(torch.compile(fn, dynamic=False) for fn in (targets, log_prob)))

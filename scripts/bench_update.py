@@ -37,6 +37,7 @@ from mtrl import models, surgery
 from mtrl.agent import MTSAC, CriticInputs, capture_problem
 from mtrl.capture import WARMUP
 from mtrl.config import AgentConfig, SurgeryConfig, load_config
+from mtrl.gradients import ComponentGradients
 from mtrl.replay import Batch
 from mtrl.sweep import parse_method
 
@@ -175,8 +176,11 @@ def bench_models(
     return {(n, m): ms[f"{n}/{m}"] for n, m in agents}
 
 
-def bench_per_task_grads(benchmark: str, rounds: int, device: torch.device) -> dict[str, float]:
-    """The critic's K per-task gradients: vmap pass, loop of K backward passes, plain backward."""
+def bench_per_task_grads(
+    benchmark: str, rounds: int, device: torch.device, compiled: bool = False
+) -> dict[str, float]:
+    """The critic's K per-task gradients: vmap pass, loop of K backward passes, plain backward;
+    with ``compiled``, the two ``train.compile=inductor`` paths too (mtrl.gradients)."""
     num_tasks = TASKS[benchmark]
     agent = make_agent(num_tasks, "none", device)
     batch = random_batch(num_tasks, 128, device, 0)
@@ -200,6 +204,10 @@ def bench_per_task_grads(benchmark: str, rounds: int, device: torch.device) -> d
         torch.autograd.grad(critic.loss(critic.params, inputs).mean(), params)
 
     variants = {"vmap one pass": one_pass, "loop of K backward": loop, "plain backward": plain}
+    if compiled:
+        fast = ComponentGradients(critic.loss, compiled=True)
+        variants["compiled one pass"] = lambda: fast.per_task(critic.params, inputs)
+        variants["compiled plain"] = lambda: fast.mean(critic.params, inputs)
     for fn in variants.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -276,7 +284,7 @@ def bench_methods(
     summary[f"{benchmark}_ms"] = {m: round(v, 3) for m, v in ms.items()}
     summary[f"{benchmark}_ratio"] = {m: round(v / plain, 3) for m, v in ms.items()}
 
-    grads = bench_per_task_grads(benchmark, rounds, device)
+    grads = bench_per_task_grads(benchmark, rounds, device, "inductor" in modes)
     print(f"  per-task critic gradients ({num_tasks} tasks):")
     for name, value in grads.items():
         print(f"    {name:<20}{value:10.1f} ms{value / grads['plain backward']:8.2f}x plain")
@@ -286,6 +294,40 @@ def bench_methods(
     summary[f"{benchmark}_loop_over_vmap"] = round(
         grads["loop of K backward"] / grads["vmap one pass"], 3
     )
+    summary[f"{benchmark}_grads_ms"] = {name: round(value, 3) for name, value in grads.items()}
+    adam = bench_adam(benchmark, rounds, device)
+    print(f"  Adam step of the critic ({sum(adam.pop('numel'), 0):.0f} parameters):")
+    for name, value in adam.items():
+        print(f"    {name:<20}{value:10.3f} ms{value / adam['single-tensor']:8.2f}x single-tensor")
+    summary[f"{benchmark}_adam_ms"] = {name: round(value, 4) for name, value in adam.items()}
+
+
+def bench_adam(benchmark: str, rounds: int, device: torch.device) -> dict:
+    """One Adam step of the critic's parameters on fixed gradients: the single-tensor path (the
+    CPU default), ``foreach`` and ``fused``, in bursts of 20 steps."""
+    critic = make_agent(TASKS[benchmark], "none", device).critic
+    optimizers = {}
+    for name, options in (
+        ("single-tensor", {"foreach": False}),
+        ("foreach", {"foreach": True}),
+        ("fused", {"fused": True}),
+    ):
+        params = [p.detach().clone().requires_grad_() for p in critic.parameters()]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        optimizers[name] = torch.optim.Adam(params, lr=1e-4, **options)
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(rounds):
+        for name, optimizer in optimizers.items():
+
+            def burst(optimizer=optimizer) -> None:
+                for _ in range(20):
+                    optimizer.step()
+
+            times[name].append(timed(burst, device) / 20)
+    out: dict = {name: statistics.median(t) for name, t in times.items()}
+    out["numel"] = [p.numel() for p in critic.parameters()]
+    return out
 
 
 def report_models(benchmark: str, ms: dict[tuple[str, str], float], summary: dict) -> None:

@@ -1,6 +1,6 @@
 """Metrics to tensorboard event files and ``metrics.jsonl`` (one JSON object a line), and
 optionally to Weights & Biases. An ``OSError`` while writing them (a full disk) is raised as
-:class:`mtrl.checkpoint.WriteFailed`."""
+:class:`mtrl.errors.WriteFailed`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from mtrl.config import ConfigError, LoggerConfig
+from mtrl.errors import WriteFailed
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -87,12 +88,10 @@ class RunLogger:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         """An ``OSError`` of the metrics files (or of tensorboard's writer thread, which raises
-        it at the next call) as a one-line :class:`mtrl.checkpoint.WriteFailed`."""
+        it at the next call) as a one-line :class:`mtrl.errors.WriteFailed`."""
         try:
             yield
         except OSError as exc:
-            from mtrl.checkpoint import WriteFailed
-
             raise WriteFailed(exc.filename or self.run_dir / METRICS_FILE, exc) from None
 
 

@@ -70,7 +70,10 @@ def assert_usage_error(result, *fragments: str) -> None:
             ["cannot both act on the critic", "ignores the scale of each task's gradient"],
         ),
         (["balancer.options.lr=1"], ["balancer.options are set but balancer.name is none"]),
-        (["train.compile=jit"], ["train.compile must be none or cudagraph, got 'jit'"]),
+        (
+            ["train.compile=jit"],
+            ["train.compile must be one of auto, none, inductor, cudagraph, got 'jit'"],
+        ),
         (
             ["agent.model=transformer"],
             ["unknown model 'transformer' (agent.model)", "allowed: mlp, multihead, soft_mod"],

@@ -161,10 +161,10 @@ def test_resume_on_the_compiled_path_is_exact(straight, tmp_path, monkeypatch, c
     deterministic, and the checkpoint holds what the eager path's does."""
     run, update = tmp_path / "run", MTSAC.update
 
-    def update_and_signal(agent, batch):
+    def update_and_signal(agent, *args):
         if agent.updates == 160:  # at step 200, an episode boundary (exact resume)
             os.kill(os.getpid(), signal.SIGTERM)
-        return update(agent, batch)
+        return update(agent, *args)
 
     monkeypatch.setattr(MTSAC, "update", update_and_signal)
     assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED

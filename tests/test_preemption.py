@@ -88,12 +88,12 @@ def test_a_signal_in_the_update_burst_stops_after_that_update(
     run = tmp_path / "run"
     update, calls, signalled_at = MTSAC.update, [], []
 
-    def update_and_signal(agent, batch):
+    def update_and_signal(agent, *args):
         calls.append(agent.updates)
         if agent.updates == 10:  # the 11th update of the 40 of the burst
             kill_self()
             signalled_at.append(len(calls))
-        return update(agent, batch)
+        return update(agent, *args)
 
     monkeypatch.setattr(MTSAC, "update", update_and_signal)
     assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
@@ -160,10 +160,10 @@ def test_a_signal_in_the_last_update_before_an_evaluation_defers_the_evaluation(
     update, evaluations = MTSAC.update, []
     evaluate = mtrl.train.evaluate
 
-    def update_and_signal(agent, batch):
+    def update_and_signal(agent, *args):
         if agent.updates == 99:  # 40 in the burst at step 40, then one per step: step 100's
             kill_self()
-        return update(agent, batch)
+        return update(agent, *args)
 
     def count_evaluations(*args, **kwargs):
         evaluations.append(args)
@@ -215,10 +215,10 @@ def test_signals_during_the_checkpoint_write_leave_it_whole(
         files = ["step-0000000040.pt"]
         update = MTSAC.update
 
-        def update_and_signal(agent, batch):
+        def update_and_signal(agent, *args):
             if agent.updates == 10:
                 kill_self(signal.SIGUSR1)
-            return update(agent, batch)
+            return update(agent, *args)
 
         monkeypatch.setattr(MTSAC, "update", update_and_signal)
     in_write[6] = signal.SIGUSR1
@@ -247,10 +247,10 @@ def test_a_signal_while_the_run_closes_keeps_exit_status_3(tmp_path, monkeypatch
     run = tmp_path / "run"
     update, close_envs = MTSAC.update, mtrl.train.Trainer._close_envs
 
-    def update_and_signal(agent, batch):
+    def update_and_signal(agent, *args):
         if agent.updates == 3:
             kill_self()
-        return update(agent, batch)
+        return update(agent, *args)
 
     def close_envs_and_signal(trainer):
         kill_self()
@@ -407,10 +407,10 @@ def test_preempted_twice_in_a_row_still_ends_as_the_uninterrupted_run(
     run = tmp_path / "run"
     update, evaluate = MTSAC.update, mtrl.train.evaluate
 
-    def update_and_signal(agent, batch):
+    def update_and_signal(agent, *args):
         if agent.updates == 5:
             kill_self(signal.SIGUSR1)
-        return update(agent, batch)
+        return update(agent, *args)
 
     monkeypatch.setattr(MTSAC, "update", update_and_signal)
     assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
@@ -436,11 +436,11 @@ def test_a_signal_in_the_burst_of_the_overlapped_collector(tmp_path, monkeypatch
     args = (*ARGS, "train.collector=overlap", "train.env_workers=1")
     update, calls = MTSAC.update, []
 
-    def update_and_signal(agent, batch):
+    def update_and_signal(agent, *args):
         calls.append(agent.updates)
         if agent.updates == 10:
             kill_self()
-        return update(agent, batch)
+        return update(agent, *args)
 
     monkeypatch.setattr(MTSAC, "update", update_and_signal)
     assert train_main(tiny_mt1(300, run, *args)) == PREEMPTED

@@ -17,6 +17,7 @@ from run_folders import PAIR, TWO_TASKS, write_run
 from mtrl.analysis.claims import diagnostic_counts, run_claims
 from mtrl.analysis.cli import report_main
 from mtrl.analysis.stats import probability_of_improvement
+from mtrl.config import load_config
 
 pytest.importorskip("rliable.library")
 
@@ -183,3 +184,32 @@ def test_without_rliable_no_plots_is_not_suggested(tmp_path, monkeypatch, capsys
     assert report_main([str(tmp_path), "--no-plots"]) == 2
     err = capsys.readouterr().err
     assert "rliable" in err and "pip install -e '.[report]'" in err and "--no-plots" not in err
+
+
+def test_controls_report_whether_the_task_is_held_and_when_it_is_first_solved(tmp_path):
+    """``late``: the mean of the last 10 evaluations; ``first solved``: the task's own
+    transitions until its first success (the pair's step over 2), the budget when unsolved."""
+    every = load_config("mt10-short").train.eval_every
+    budget = load_config("mt10-short").train.total_steps
+    pair = [[1.0, 0.0]] * 3 + [[1.0, 1.0]] + [[1.0, 0.0]] * 11  # solved once, at eval 4
+    for seed in range(2):
+        write_run(
+            tmp_path / f"pair-s{seed}", pair, preset="mt10-short", seed=seed,
+            benchmark=PAIR, tasks=TWO_TASKS, surgery={"name": "none"},
+        )  # fmt: skip
+    alone = {0: [0.0] * 5 + [1.0] * 10, 1: [0.0] * 15}  # held from eval 6; never solved
+    for seed, values in alone.items():
+        write_run(
+            tmp_path / f"alone-s{seed}", [[v] for v in values], preset="mt10-short", seed=seed,
+            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+        )  # fmt: skip
+    out = tmp_path / "report"
+    assert report_main([str(tmp_path), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    with (out / "controls.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["late_mean"]) == pytest.approx(0.0)
+    assert float(row["control_late_mean"]) == pytest.approx(0.5)
+    assert float(row["p_improvement_late"]) == pytest.approx(0.25)  # 0 < 1 and 0 == 0 (half)
+    assert float(row["first_solved_mean"]) == pytest.approx(4 * every / 2)
+    assert float(row["control_first_solved_mean"]) == pytest.approx((6 * every + budget) / 2)
+    assert "last 10 %" in (out / "report.md").read_text()

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from mtrl.analysis import stats
-from mtrl.analysis.runs import KINDS, ProtocolKey, Row
+from mtrl.analysis.runs import KINDS, TASK_PREFIX, ProtocolKey, Row
 from mtrl.analysis.stats import Estimate
+
+LATE = 10
+"""``late``: a task's mean success over the last this many evaluations (whether it is held)."""
+CONTROL_KINDS = (*KINDS, "late")
+"""The scores compared: the final and the best evaluation's, and the ``late`` mean."""
 
 MATCHED = ("name", "goal_mode", "max_episode_steps", "reward_version")
 """What a control shares with the task set it controls (all protocol keys but the benchmark)."""
@@ -29,10 +36,13 @@ class Control:
     row: Row
     control_row: Row
     success: dict[str, Estimate]
-    """``final``/``best`` -> the task's mean success over the task-set row's seeds."""
+    """``final``/``best``/``late`` -> the task's mean success over the task-set row's seeds."""
     control_success: dict[str, Estimate]
     improvement: dict[str, Estimate]
-    """``final``/``best`` -> P(a task-set run > a control run) on the task."""
+    """``final``/``best``/``late`` -> P(a task-set run > a control run) on the task."""
+    first_solved: tuple[Estimate, Estimate]
+    """Transitions of the task (its own share of a task set's) until its first success, mean
+    over seeds, in the task set and alone; an unsolved run counts its budget."""
 
     @property
     def transitions_per_task(self) -> tuple[float, float]:
@@ -87,15 +97,40 @@ def _compare(
     def mean(scores) -> Estimate:
         return Estimate(*map(float, stats.task_means(scores, reps, seed)[:, 0]))
 
-    scores = {k: row.scores(k, [task]) for k in KINDS}
-    alone = {k: control.scores(k, [task]) for k in KINDS}
+    scores = {k: task_scores(row, k, task) for k in CONTROL_KINDS}
+    alone = {k: task_scores(control, k, task) for k in CONTROL_KINDS}
     return Control(
         key,
         control_key,
         task,
         row,
         control,
-        {k: mean(scores[k]) for k in KINDS},
-        {k: mean(alone[k]) for k in KINDS},
-        {k: stats.improvement(scores[k], alone[k], reps, seed) for k in KINDS},
+        {k: mean(scores[k]) for k in CONTROL_KINDS},
+        {k: mean(alone[k]) for k in CONTROL_KINDS},
+        {k: stats.improvement(scores[k], alone[k], reps, seed) for k in CONTROL_KINDS},
+        (mean(first_solved(row, task)), mean(first_solved(control, task))),
     )
+
+
+def task_scores(row: Row, kind: str, task: str) -> np.ndarray:
+    """``[seeds, 1]``: the task's ``final``, ``best`` or ``late`` success in each run."""
+    if kind in KINDS:
+        return row.scores(kind, [task])
+    return np.array([[np.mean(_successes(run, task)[-LATE:])] for run in row.runs])
+
+
+def first_solved(row: Row, task: str) -> np.ndarray:
+    """``[seeds, 1]``: the task's transitions until its first success in each run (the run's
+    step over its number of tasks), the run's budget where it was never solved."""
+    out = []
+    for run in row.runs:
+        key = TASK_PREFIX + task
+        solved = [e["step"] for e in run.evals if e.get(key) is not None and e[key] >= 1.0]
+        step = solved[0] if solved else run.config["train.total_steps"]
+        out.append([step / len(row.tasks)])
+    return np.array(out, dtype=float)
+
+
+def _successes(run, task: str) -> list[float]:
+    key = TASK_PREFIX + task
+    return [float(e[key]) for e in run.evals if e.get(key) is not None]

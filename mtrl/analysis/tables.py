@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.analysis.controls import Control
+from mtrl.analysis.controls import CONTROL_KINDS, LATE, Control
 from mtrl.analysis.runs import KINDS, PROTOCOL_KEYS, ProtocolKey, Row, protocol_label, protocol_slug
 from mtrl.analysis.stats import Estimate
 from mtrl.analysis.summary import per_task
@@ -248,9 +248,10 @@ CONTROL_COLUMNS = [
     "control_n_seeds",
     "transitions_per_task",
     "control_transitions_per_task",
-    *_bounded(*(f"{k}_mean" for k in KINDS)),
-    *_bounded(*(f"control_{k}_mean" for k in KINDS)),
-    *_bounded(*(f"p_improvement_{k}" for k in KINDS)),
+    *_bounded(*(f"{k}_mean" for k in CONTROL_KINDS)),
+    *_bounded(*(f"control_{k}_mean" for k in CONTROL_KINDS)),
+    *_bounded(*(f"p_improvement_{k}" for k in CONTROL_KINDS)),
+    *_bounded("first_solved_mean", "control_first_solved_mean"),
 ]
 
 
@@ -259,8 +260,9 @@ def controls_table(controls: list[Control]) -> str:
     lines = [
         "| task | method | control | seeds | task set final % | alone final % | "
         "P(final: set > alone) | task set best % | alone best % | P(best: set > alone) | "
-        "transitions per task (set / alone) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        f"task set, last {LATE} % | alone, last {LATE} % | P(last {LATE}: set > alone) | "
+        "first solved, task set | first solved, alone | transitions per task (set / alone) |",
+        "|---|---|---|---|" + "---:|" * 11 + "---|",
     ]
     for c in controls:
         cells = [
@@ -269,9 +271,10 @@ def controls_table(controls: list[Control]) -> str:
             f"{dict(c.control)['benchmark']}: {c.control_row.label}",
             f"{len(c.row.runs)} / {len(c.control_row.runs)}",
         ]
-        for k in KINDS:
+        for k in CONTROL_KINDS:
             cells += [_cell(c.success[k]), _cell(c.control_success[k])]
             cells.append(_cell(c.improvement[k], 1.0, 2))
+        cells += [_cell(estimate, 1.0, 0) for estimate in c.first_solved]
         cells.append(" / ".join(f"{n:.0f}" for n in c.transitions_per_task))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -294,10 +297,13 @@ def write_controls(controls: list[Control], path: Path) -> None:
                 "transitions_per_task": per_task,
                 "control_transitions_per_task": alone,
             }
-            for k in KINDS:
+            for k in CONTROL_KINDS:
                 record.update(_estimate_columns(f"{k}_mean", c.success[k]))
                 record.update(_estimate_columns(f"control_{k}_mean", c.control_success[k]))
                 record.update(_estimate_columns(f"p_improvement_{k}", c.improvement[k]))
+            task_set, alone = c.first_solved
+            record.update(_estimate_columns("first_solved_mean", task_set))
+            record.update(_estimate_columns("control_first_solved_mean", alone))
             writer.writerow(record)
 
 
@@ -306,7 +312,10 @@ CONTROLS_LEGEND = (
     "protocol, goal mode, horizon and reward): the task's mean success over the task set's seeds "
     "and over the control's, in percent with 95% bootstrap intervals, and the probability that "
     "a run of the task set scores higher on the task than a run alone (ties count half). "
-    "**best**: the task's success at each run's best evaluation (best averaged over its tasks). "
+    "**best**: the task's success at each run's best evaluation (best averaged over its tasks); "
+    f"**last {LATE}**: its mean success over each run's last {LATE} evaluations (is it held?); "
+    "**first solved**: the task's own transitions until its first success (a task set's step "
+    "over its number of tasks; the budget where never solved), mean over seeds. "
     "The control of a method is the single-task row of the same method, else the one without "
     "surgery and balancer. controls.csv holds the numbers."
 )

@@ -54,21 +54,21 @@ def run_cli(command: str, *args: str, timeout: float = 600) -> subprocess.Comple
     )
 
 
-def make_batch(seed: int = 0) -> Batch:
+def make_batch(seed: int = 0, per_task: int = N) -> Batch:
     gen = torch.Generator().manual_seed(seed)
-    onehot = torch.eye(K)[:, None, :].expand(K, N, K)
+    onehot = torch.eye(K)[:, None, :].expand(K, per_task, K)
 
     def obs():
-        return torch.cat([torch.randn(K, N, STATE, generator=gen), onehot], -1)
+        return torch.cat([torch.randn(K, per_task, STATE, generator=gen), onehot], -1)
 
     return Batch(
         obs=obs(),
-        action=torch.rand(K, N, ACT, generator=gen) * 2 - 1,
-        reward=torch.randn(K, N, generator=gen),
+        action=torch.rand(K, per_task, ACT, generator=gen) * 2 - 1,
+        reward=torch.randn(K, per_task, generator=gen),
         next_obs=obs(),
-        terminated=torch.zeros(K, N),
-        truncated=torch.zeros(K, N),
-        drawn=torch.ones(K, N),
+        terminated=torch.zeros(K, per_task),
+        truncated=torch.zeros(K, per_task),
+        drawn=torch.ones(K, per_task),
     )
 
 

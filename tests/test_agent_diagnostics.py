@@ -117,26 +117,6 @@ def test_curvature_is_that_of_the_step_taken_on_the_same_batch(surgery):
     )
 
 
-def probe_batch(per_task: int, seed: int):
-    """A batch of ``per_task`` transitions per task (the helpers' batch has N)."""
-    gen = torch.Generator().manual_seed(seed)
-    onehot = torch.eye(K)[:, None, :].expand(K, per_task, K)
-
-    def obs():
-        return torch.cat([torch.randn(K, per_task, STATE, generator=gen), onehot], -1)
-
-    batch = make_batch(seed)
-    return batch._replace(
-        obs=obs(),
-        action=torch.rand(K, per_task, ACT, generator=gen) * 2 - 1,
-        reward=torch.randn(K, per_task, generator=gen),
-        next_obs=obs(),
-        terminated=torch.zeros(K, per_task),
-        truncated=torch.zeros(K, per_task),
-        drawn=torch.ones(K, per_task),
-    )
-
-
 @pytest.mark.parametrize("surgery", ["none", "pcgrad"])
 def test_a_probe_batch_leaves_training_bit_identical(surgery):
     """surgery.diagnostics_batch: the diagnostics on a second, larger batch draw their noise
@@ -144,7 +124,7 @@ def test_a_probe_batch_leaves_training_bit_identical(surgery):
     plain, probed = make_agent(surgery, every=2), make_agent(surgery, every=2)
     for step in range(5):
         batch = make_batch(seed=step)
-        a, b = plain.update(batch), probed.update(batch, probe_batch(4 * N, 100 + step))
+        a, b = plain.update(batch), probed.update(batch, make_batch(100 + step, 4 * N))
         assert ("diag/critic/probe/conflict" in b) == (step % 2 == 1)
         assert "diag/actor/probe/cond_a" in b or step % 2 == 0
         for key, value in a.items():
@@ -159,7 +139,7 @@ def test_the_probe_statistics_are_those_of_the_probe_batch():
     networks with the probe stream's noise, each task's gradient on its own probe slice."""
     agent = make_agent("none", every=1)
     agent.update(make_batch(seed=2))  # away from the initial parameters
-    batch, probe = make_batch(seed=3), probe_batch(3 * N, 7)
+    batch, probe = make_batch(seed=3), make_batch(7, 3 * N)
     critic = agent.components["critic"]
     before = {name: p.detach().clone() for name, p in critic.params.items()}
     probe_state = agent.probe_generator.get_state()

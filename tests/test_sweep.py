@@ -17,6 +17,7 @@ import mtrl.cli
 from mtrl import sweep
 from mtrl.analysis.cli import report_main
 from mtrl.envs import parse_benchmark
+from mtrl.logger import read_metrics
 from mtrl.sweep import (
     PREEMPTED,
     RunJob,
@@ -317,6 +318,10 @@ def _task_pid(controller_pid: int) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
+def _logged(run: Path) -> bool:
+    return (run / "metrics.jsonl").exists() and bool(read_metrics(run))
+
+
 def test_local_executor_two_real_runs_one_preempted(tmp_path, monkeypatch, capsys):
     """Two tiny runs through submitit's local executor; one is preempted (USR2) mid-run: it
     checkpoints, is requeued and resumes; both finish; a second sweep skips them; mtrl-report
@@ -335,9 +340,11 @@ def test_local_executor_two_real_runs_one_preempted(tmp_path, monkeypatch, capsy
 
     victim = out / "mt1-reach-v3-none-s1"
     deadline = time.monotonic() + 240
-    while not (victim / "metrics.jsonl").exists() and time.monotonic() < deadline:
+    # A first log line: the loop runs, so its preemption handlers are installed (a signal that
+    # comes while the trainer is still being built ends the process, as before the loop).
+    while not _logged(victim) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert (victim / "metrics.jsonl").exists(), "the run never started"
+    assert _logged(victim), "the run never started"
     manifest = json.loads((out / "manifest.json").read_text())
     controller = int(manifest["runs"][victim.name]["submissions"][-1]["job_id"])
     task = _task_pid(controller)

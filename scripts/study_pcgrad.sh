@@ -93,6 +93,7 @@ archive() {
   local logs=() d
   for d in "$OUT"/*/; do
     d=$(basename "$d")
+    [[ $d == check-* ]] && continue # a second seed 0: on the results page, never pooled
     grep -qs '"final": true' "$OUT/$d/metrics.jsonl" && logs+=("$d/config.yaml" "$d/meta.json" "$d/metrics.jsonl")
   done
   if ((${#logs[@]} == 0)); then

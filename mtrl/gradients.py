@@ -6,7 +6,8 @@ bit for bit what mtrl 0.3 computed. The compiled one (``train.compile=inductor``
 ``torch.func`` transforms of the same loss and hands them to ``torch.compile``: forward,
 backward and the flattening of the rows become one generated kernel sequence without Python in
 between. On a CPU, where an update of small networks is mostly per-operation overhead, that
-halves the time of the gradients (measured in ``scripts/bench_update.py``); the rounding
+cuts the gradients' time by a third to two thirds on ``pcgrad-fig4``'s critic (the performance
+page; ``scripts/bench_update.py --compile none inductor`` measures it); the rounding
 differs from the eager one's (fused element-wise kernels), the arithmetic does not.
 """
 

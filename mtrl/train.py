@@ -52,7 +52,7 @@ from mtrl.seeding import stream_seed
 
 COMPILE_PAYS_AFTER = 10_000
 """Updates from which ``train.compile=auto`` compiles on a CPU. Compiling costs 5-30 s once per
-process (tens of seconds with a cold cache) and saves 2-10 ms per update on the CPU presets
+process (tens of seconds with a cold cache) and saves 2-12 ms per update on the CPU presets
 (``scripts/bench_train.py``): it pays within a few thousand updates, not in a short test run."""
 
 

@@ -6,22 +6,26 @@
 #   fig4  reach + button-press-topdown (configs/pcgrad-fig4.yaml), none vs pcgrad, seeds 0-9, with
 #         the diagnostics also on a probe batch of 512 per task (runs finished before mtrl 0.4:
 #         none 0-4 and pcgrad 0-3, have none)
+#   long  item c: button-press-topdown alone at the controls' settings for 300k transitions, seeds
+#         0-4, to find the budget at which it is held (docs/results/pcgrad.md states the rule)
+#   longpair  the pair at that budget per task (LONG_BUDGET below, set once `long` is done), none
+#         and pcgrad, seeds 0-4; prints nothing while LONG_BUDGET is empty
 #   check fig4's none seed 0 again on the compiled update (train.compile=auto, mtrl 0.4): the
 #         same arithmetic as the archived run (eager, 0.3), other rounding
 #   fig3  the same pair: pcgrad_direction, pcgrad_magnitude and GradNorm (critic), seeds 0-4
 #         (none and pcgrad seeds 0-4 come from fig4)
 #   mt10  configs/mt10-cpu.yaml at 300k transitions: none, pcgrad, cagrad, seeds 0-4
 # Runs go to $OUT/<study>-<method>-s<seed>, JOBS at a time (default 2, one per core), in this
-# order: the controls, the compile check, the fig4 pairs of seeds, fig3, mt10. Run it again to
+# order: the controls, the compile check, the fig4 pairs of seeds, long, longpair, fig3, mt10. Run it again to
 # continue: finished runs are skipped, interrupted ones resumed from their last checkpoint (exact
 # resume), a run that died before its first checkpoint is moved aside and started again, a run
 # that another instance of this script is running (its lock file is held) is left to it.
 # A fresh checkout has no run folders: the script first restores the finished runs' logs
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
-# `scripts/study_pcgrad.sh plan [ctl|check|fig4|fig3|mt10|all]` prints the runs, one a line (name,
+# `scripts/study_pcgrad.sh plan [ctl|check|fig4|long|longpair|fig3|mt10|all]` prints the runs, one a line (name,
 # then mtrl-train's arguments), and starts, restores and writes nothing.
-# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|fig3|mt10|all|archive|plan] ; then
+# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|long|longpair|fig3|mt10|all|archive|plan] ; then
 #   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
 #   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
@@ -32,7 +36,10 @@ set -euo pipefail
 OUT=${OUT:-runs/study}
 JOBS=${JOBS:-2}
 ARCHIVE=${ARCHIVE:-$(dirname "$0")/../docs/results/pcgrad-study-runs.tar.gz}
+# The pair's budget per task for item c, from the `long` runs by the rule on the results page.
+LONG_BUDGET=${LONG_BUDGET:-}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OUT
+CONTROL="train.warmup_steps=1500 train.buffer_size=100000 train.eval_every=1000 train.log_every=1000"
 
 plan() {
   local which=$1 s m t
@@ -40,9 +47,7 @@ plan() {
     for s in 0 1 2 3 4; do
       for t in button-press-topdown reach; do
         echo "ctl-$t-s$s --config pcgrad-fig4 --benchmark mt50:$t-v3 --seed $s" \
-          "train.total_steps=60000 train.warmup_steps=1500 train.buffer_size=100000" \
-          "train.eval_every=1000 train.log_every=1000 checkpoint.every=10000" \
-          "surgery.diagnostics_every=0"
+          "train.total_steps=60000 $CONTROL checkpoint.every=10000 surgery.diagnostics_every=0"
       done
     done
   fi
@@ -53,6 +58,21 @@ plan() {
     for s in 0 1 2 3 4 5 6 7 8 9; do
       for m in none pcgrad; do
         echo "fig4-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s surgery.diagnostics_batch=512"
+      done
+    done
+  fi
+  if [[ $which == long || $which == all ]]; then
+    for s in 0 1 2 3 4; do
+      echo "long-button-press-topdown-s$s --config pcgrad-fig4" \
+        "--benchmark mt50:button-press-topdown-v3 --seed $s train.total_steps=300000 $CONTROL" \
+        "checkpoint.every=20000 surgery.diagnostics_every=0"
+    done
+  fi
+  if [[ -n $LONG_BUDGET && ($which == longpair || $which == all) ]]; then
+    for s in 0 1 2 3 4; do
+      for m in none pcgrad; do
+        echo "longpair-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s" \
+          "train.total_steps=$((2 * LONG_BUDGET))"
       done
     done
   fi

@@ -117,9 +117,10 @@ def check_toy_2d(out: str, tmp: Path) -> None:
 
 
 def check_study_plan(out: str, tmp: Path) -> None:
-    """The plan: 61 runs, each resolving to a valid config; the controls get the pair's budget
-    per task; the compile check is the archived seed 0's config (no probe batch); the archived
-    runs are among the planned ones (else the restore would not stop them from running again).
+    """The plan: 66 runs, each resolving to a valid config; the controls get the pair's budget
+    per task, the long controls the same settings for longer; the compile check is the archived
+    seed 0's config (no probe batch); the archived runs are among the planned ones (else the
+    restore would not stop them from running again).
     Nothing started or written."""
     from mtrl.cli import resolve_train_config, train_parser
 
@@ -128,10 +129,13 @@ def check_study_plan(out: str, tmp: Path) -> None:
     for line in out.splitlines():
         name, *args = shlex.split(line)
         runs[name] = resolve_train_config(train_parser().parse_intermixed_args(args))
-    assert len(runs) == len(out.splitlines()) == 10 + 1 + 20 + 15 + 15
+    assert len(runs) == len(out.splitlines()) == 10 + 1 + 20 + 5 + 15 + 15
     pair, alone = runs["fig4-none-s0"].train, runs["ctl-reach-s0"].train
     for key in ("total_steps", "warmup_steps", "buffer_size", "eval_every"):
         assert getattr(alone, key) * 2 == getattr(pair, key), key
+    long = runs["long-button-press-topdown-s0"]
+    assert long.train.total_steps == 5 * alone.total_steps
+    assert replace(long.train, total_steps=alone.total_steps) == alone
     archive = SOURCE_ROOT / "docs/results/pcgrad-study-runs.tar.gz"
     with tarfile.open(archive) as tar:
         archived = {Path(name).parts[0] for name in tar.getnames()}

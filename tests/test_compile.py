@@ -22,7 +22,7 @@ from helpers import (
     without_timing,
 )
 
-from mtrl.agent import MTSAC, ActorInputs, CriticInputs
+from mtrl.agent import MTSAC, ActorInputs, CriticInputs, flushing_denormals
 from mtrl.checkpoint import load_checkpoint, step_file
 from mtrl.cli import PREEMPTED, train_main
 from mtrl.config import AgentConfig, SurgeryConfig, config_from_yaml, load_config
@@ -125,6 +125,42 @@ def test_compiled_and_eager_agents_load_each_others_state():
             assert float(a["step"]) == float(b["step"]) == 4.0
             torch.testing.assert_close(b["exp_avg"], a["exp_avg"], rtol=1e-4, atol=1e-7)
             torch.testing.assert_close(b["exp_avg_sq"], a["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+
+
+DENORMAL = 1e-39  # below float32's smallest normal, 1.18e-38
+
+
+def flushed() -> bool:
+    """Whether this thread flushes denormals now: a denormal product comes out as zero."""
+    return float(torch.tensor(DENORMAL) * 2) == 0.0
+
+
+def test_flushing_denormals_is_scoped_to_its_block():
+    assert not flushed()
+    with flushing_denormals(True):
+        assert flushed()
+        state = torch.full((3,), DENORMAL) * 0.9  # Adam's decay of a dead unit's moment
+        assert state.eq(0).all()
+    assert not flushed()
+    assert float(torch.tensor(DENORMAL) * 0.9) > 0
+    with flushing_denormals(False):
+        assert not flushed()
+    with pytest.raises(RuntimeError), flushing_denormals(True):
+        raise RuntimeError
+    assert not flushed()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_compiled_update_flushes_denormals_and_only_it(compiled, monkeypatch):
+    """On a CPU the compiled path's update runs flushed (its rounding is its own anyway); the
+    eager path keeps 0.3's arithmetic; neither leaves the flags set for the envs."""
+    agent = make_agent(compiled)
+    seen = []
+    step = agent._step
+    monkeypatch.setattr(agent, "_step", lambda *a: seen.append(flushed()) or step(*a))
+    agent.update(make_batch(0))
+    assert seen == [compiled]
+    assert not flushed()
 
 
 def test_auto_compiles_on_a_cpu_where_it_pays():

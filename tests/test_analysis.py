@@ -16,6 +16,8 @@ from run_folders import PAIR, TWO_TASKS, write_run
 
 from mtrl.analysis.claims import diagnostic_counts, run_claims
 from mtrl.analysis.cli import report_main
+from mtrl.analysis.controls import find_controls
+from mtrl.analysis.runs import group_runs, load_runs
 from mtrl.analysis.stats import probability_of_improvement
 from mtrl.config import load_config
 
@@ -25,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "docs" / "results"
 PAIR_REPORT = STUDY / "pcgrad-pair"
 HARD = "button-press-topdown-v3"
+ALONE = f"train.total_steps={load_config('mt10-short').train.total_steps // 2}"
+"""The budget of a control beside a pair at mt10-short's: the pair's per task (the control is
+compared as it ran, not cut)."""
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +134,7 @@ def _pair_and_controls(root: Path) -> Path:
     for seed, value in enumerate(alone):
         write_run(
             root / f"alone-s{seed}", [[value]], preset="mt10-short", seed=seed,
-            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"}, overrides=[ALONE],
         )  # fmt: skip
     return root
 
@@ -198,7 +203,7 @@ def test_controls_report_whether_the_task_is_held_and_when_it_is_first_solved(tm
     for seed, values in alone.items():
         write_run(
             tmp_path / f"alone-s{seed}", [[v] for v in values], preset="mt10-short", seed=seed,
-            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"}, overrides=[ALONE],
         )  # fmt: skip
     out = tmp_path / "report"
     assert report_main([str(tmp_path), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
@@ -208,5 +213,81 @@ def test_controls_report_whether_the_task_is_held_and_when_it_is_first_solved(tm
     assert float(row["control_late_mean"]) == pytest.approx(0.5)
     assert float(row["p_improvement_late"]) == pytest.approx(0.25)  # 0 < 1 and 0 == 0 (half)
     assert float(row["first_solved_mean"]) == pytest.approx(4 * every / 2)
-    assert float(row["control_first_solved_mean"]) == pytest.approx((6 * every + budget) / 2)
+    assert float(row["control_first_solved_mean"]) == pytest.approx(
+        (6 * every + budget / 2) / 2
+    )  # ALONE
     assert "last 10 %" in (out / "report.md").read_text()
+
+
+def _by_budget_runs(root: Path, pair_per_task: int, controls: dict[int, list[float]]) -> Path:
+    """The pair at ``pair_per_task`` transitions per task (3 seeds, an evaluation every 10k of the
+    pair's transitions, button-press-topdown never solved) and, per budget, 3 seeds of
+    button-press-topdown alone with the given successes (an evaluation every 10k)."""
+    every = "train.eval_every=10000"
+    for seed in range(3):
+        write_run(
+            root / f"pair-s{seed}", [[1.0, 0.0]] * (2 * pair_per_task // 10_000),
+            preset="mt10-short", seed=seed, benchmark=PAIR, tasks=TWO_TASKS,
+            surgery={"name": "none"}, overrides=[f"train.total_steps={2 * pair_per_task}", every],
+        )  # fmt: skip
+        for budget, values in controls.items():
+            write_run(
+                root / f"alone-{budget}-s{seed}", [[v] for v in values], preset="mt10-short",
+                seed=seed, benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+                overrides=[f"train.total_steps={budget}", every],
+            )  # fmt: skip
+    return root
+
+
+def _controls_csv(runs: Path, out: Path) -> list[dict[str, str]]:
+    assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    with (out / "controls.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_control_with_the_task_sets_budget_per_task_is_chosen(tmp_path):
+    """60k and 300k alone beside the pair at 60k per task: the 60k control, not cut."""
+    runs = _by_budget_runs(tmp_path / "runs", 60_000, {60_000: [0.2] * 6, 300_000: [1.0] * 30})
+    (row,) = _controls_csv(runs, tmp_path / "report")
+    assert row["control_method"] == "none [train.total_steps=60000]"
+    assert float(row["control_transitions_per_task"]) == 60_000
+    assert row["control_cut_at"] == ""
+    assert float(row["control_final_mean"]) == pytest.approx(0.2)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"| mt50:{HARD}: none [train.total_steps=60000] |" in markdown
+
+
+def test_a_longer_control_is_cut_at_the_task_sets_budget_per_task(tmp_path):
+    """Alone for 300k, solved only after 60k: cut at the pair's 60k per task it is never solved
+    (final, best and last 10 at 0, first solved at the budget); the runs read stay whole."""
+    alone = [0.0] * 6 + [1.0] * 24  # evaluations at 10k, ..., 300k: solved from 70k on
+    runs = _by_budget_runs(tmp_path / "runs", 60_000, {300_000: alone})
+    out = tmp_path / "report"
+    (row,) = _controls_csv(runs, out)
+    assert row["control_method"] == "none"  # the only row of the method: no variant
+    assert float(row["control_cut_at"]) == 60_000
+    assert float(row["control_transitions_per_task"]) == 60_000
+    for kind in ("final", "best", "late"):
+        assert float(row[f"control_{kind}_mean"]) == 0.0, kind
+    assert float(row["control_first_solved_mean"]) == 60_000
+    assert f"| mt50:{HARD}: none, cut at 60k |" in (out / "report.md").read_text()
+
+    notes: list[str] = []
+    grouped = group_runs(load_runs([runs], notes)[0], notes)
+    (control,) = find_controls(grouped, 200, 0, notes)
+    assert control.cut_at == 60_000
+    assert [e["step"] for e in control.control_row.runs[0].evals][-1] == 60_000
+    (original,) = grouped[control.control]
+    assert control.control_row is not original
+    for run in original.runs:
+        assert len(run.evals) == 30 and run.config["train.total_steps"] == 300_000
+
+
+def test_no_control_when_every_control_is_shorter_than_the_task_sets_budget(tmp_path):
+    runs = _by_budget_runs(tmp_path / "runs", 60_000, {30_000: [1.0] * 3})
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    assert not (out / "controls.csv").exists()
+    markdown = (out / "report.md").read_text()
+    assert "## Single-task controls" not in markdown
+    assert f"no single-task control of {HARD} runs and is evaluated up to its 60000" in markdown

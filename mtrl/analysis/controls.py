@@ -4,17 +4,18 @@
 The two are different protocols (their benchmarks differ), so the report never pools them; here
 they are compared task by task instead: the task's success in the task set's runs against the
 control's, with the probability that a task-set run scores higher than a control run. A control
-pairs with a task set when both follow the same paper protocol, goal mode, horizon and reward.
+pairs with a task set when both follow the same paper protocol, goal mode, horizon and reward,
+and it is compared at the task set's budget per task: a longer control is cut there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from mtrl.analysis import stats
-from mtrl.analysis.runs import KINDS, TASK_PREFIX, ProtocolKey, Row
+from mtrl.analysis.runs import KINDS, TASK_PREFIX, ProtocolKey, Row, protocol_label
 from mtrl.analysis.stats import Estimate
 
 LATE = 10
@@ -43,6 +44,9 @@ class Control:
     first_solved: tuple[Estimate, Estimate]
     """Transitions of the task (its own share of a task set's) until its first success, mean
     over seeds, in the task set and alone; an unsolved run counts its budget."""
+    cut_at: float | None
+    """The task set's budget per task where the control's runs were cut (a longer control, see
+    :func:`cut_row`); None when the control ran that budget."""
 
     @property
     def transitions_per_task(self) -> tuple[float, float]:
@@ -59,16 +63,51 @@ def _matches(task_set: ProtocolKey, control: ProtocolKey) -> bool:
     return all(a[k] == b[k] for k in MATCHED)
 
 
-def _control_row(row: Row, rows: list[Row]) -> Row | None:
-    """The control row of the same method, else the control without surgery and balancer of the
-    same model (surgery on one task's gradient changes nothing)."""
-    same = [r for r in rows if r.label == row.label]
-    plain = [r for r in rows if r.is_plain() and r.method[0] == row.method[0]]
-    return (same or plain or [None])[0]
+def _candidates(row: Row, rows: list[Row]) -> list[Row]:
+    """The control rows of the same method (model, surgery, balancer; any config variant), else
+    those without surgery and balancer of the same model (surgery on one task's gradient changes
+    nothing)."""
+    same = [r for r in rows if r.method == row.method]
+    return same or [r for r in rows if r.is_plain() and r.method[0] == row.method[0]]
 
 
-def find_controls(grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int) -> list[Control]:
-    """Every (task-set row, task) that has a single-task control among ``grouped``."""
+def _by_budget(candidates: list[Row], budget: float) -> tuple[Row, float | None] | None:
+    """The first candidate whose budget per task is ``budget``, else the shortest longer one cut at
+    ``budget`` (with the cut), else None: a control that stops earlier, or is not evaluated by
+    ``budget``, cannot say how the task fares alone with the task set's budget."""
+    exact = [r for r in candidates if _per_task(r) == budget]
+    if exact:
+        return exact[0], None
+    longer = sorted((r for r in candidates if _per_task(r) > budget), key=_per_task)
+    cut = cut_row(longer[0], budget) if longer else None
+    return None if cut is None else (cut, budget)
+
+
+def cut_row(row: Row, budget: float) -> Row | None:
+    """A copy of ``row`` as if its runs had stopped at ``budget`` transitions: each keeps its
+    evaluations at steps <= ``budget`` (the last of them its final, with the episodes of any
+    evaluation rather than ``train.final_eval_episodes``) and has ``budget`` as its
+    ``train.total_steps`` (what :func:`first_solved` counts where the task is unsolved). None
+    when a run has no evaluation by then. ``row`` and its runs are left as they are."""
+    runs = [
+        replace(
+            run,
+            evals=[e for e in run.evals if e["step"] <= budget],
+            config={**run.config, "train.total_steps": budget},
+        )
+        for run in row.runs
+    ]
+    if not all(run.evals for run in runs):
+        return None
+    return replace(row, runs=runs, stats=None)
+
+
+def find_controls(
+    grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int, notes: list[str]
+) -> list[Control]:
+    """Every (task-set row, task) that has a single-task control among ``grouped``, at the task-set
+    row's budget per task. A row whose controls all stop short of that budget is not compared; a
+    note in ``notes`` says so."""
     singles = {k: rows for k, rows in grouped.items() if len(rows[0].tasks) == 1}
     out = []
     for key, rows in grouped.items():
@@ -79,9 +118,23 @@ def find_controls(grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int) -
             if task not in rows[0].tasks or not _matches(key, control_key):
                 continue
             for row in rows:
-                control = _control_row(row, control_rows)
-                if control is not None:
-                    out.append(_compare(key, control_key, task, row, control, reps, seed))
+                candidates = _candidates(row, control_rows)
+                if not candidates:
+                    continue
+                budget = _per_task(row)
+                found = _by_budget(candidates, budget)
+                if found is None:
+                    theirs = ", ".join(
+                        f"{b:.0f}" for b in sorted({_per_task(r) for r in candidates})
+                    )
+                    notes.append(
+                        f"{row.label} under [{protocol_label(key)}]: no single-task control of "
+                        f"{task} runs and is evaluated up to its {budget:.0f} transitions per "
+                        f"task (the controls' budgets: {theirs}); not compared with one"
+                    )
+                    continue
+                control, cut_at = found
+                out.append(_compare(key, control_key, task, row, control, cut_at, reps, seed))
     return out
 
 
@@ -91,6 +144,7 @@ def _compare(
     task: str,
     row: Row,
     control: Row,
+    cut_at: float | None,
     reps: int,
     seed: int,
 ) -> Control:
@@ -109,6 +163,7 @@ def _compare(
         {k: mean(alone[k]) for k in CONTROL_KINDS},
         {k: stats.improvement(scores[k], alone[k], reps, seed) for k in CONTROL_KINDS},
         (mean(first_solved(row, task)), mean(first_solved(control, task))),
+        cut_at,
     )
 
 

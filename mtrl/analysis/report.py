@@ -45,7 +45,7 @@ def build_report(
         summarize(grouped, reps, seed, baseline)
         out.mkdir(parents=True, exist_ok=True)
         files += write_tables(grouped, out, reps, seed)
-        controls = find_controls(grouped, reps, seed)
+        controls = find_controls(grouped, reps, seed, notes)
         if controls:
             write_controls(controls, out / "controls.csv")
             files.append(out / "controls.csv")

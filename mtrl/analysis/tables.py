@@ -248,11 +248,17 @@ CONTROL_COLUMNS = [
     "control_n_seeds",
     "transitions_per_task",
     "control_transitions_per_task",
+    "control_cut_at",
     *_bounded(*(f"{k}_mean" for k in CONTROL_KINDS)),
     *_bounded(*(f"control_{k}_mean" for k in CONTROL_KINDS)),
     *_bounded(*(f"p_improvement_{k}" for k in CONTROL_KINDS)),
     *_bounded("first_solved_mean", "control_first_solved_mean"),
 ]
+
+
+def _thousands(transitions: float) -> str:
+    """``150k``."""
+    return f"{transitions / 1000:g}k"
 
 
 def controls_table(controls: list[Control]) -> str:
@@ -268,7 +274,8 @@ def controls_table(controls: list[Control]) -> str:
         cells = [
             c.task,
             c.row.label,
-            f"{dict(c.control)['benchmark']}: {c.control_row.label}",
+            f"{dict(c.control)['benchmark']}: {c.control_row.label}"
+            + ("" if c.cut_at is None else f", cut at {_thousands(c.cut_at)}"),
             f"{len(c.row.runs)} / {len(c.control_row.runs)}",
         ]
         for k in CONTROL_KINDS:
@@ -296,6 +303,7 @@ def write_controls(controls: list[Control], path: Path) -> None:
                 "control_n_seeds": len(c.control_row.runs),
                 "transitions_per_task": per_task,
                 "control_transitions_per_task": alone,
+                "control_cut_at": "" if c.cut_at is None else c.cut_at,
             }
             for k in CONTROL_KINDS:
                 record.update(_estimate_columns(f"{k}_mean", c.success[k]))
@@ -316,8 +324,11 @@ CONTROLS_LEGEND = (
     f"**last {LATE}**: its mean success over each run's last {LATE} evaluations (is it held?); "
     "**first solved**: the task's own transitions until its first success (a task set's step "
     "over its number of tasks; the budget where never solved), mean over seeds. "
-    "The control of a method is the single-task row of the same method, else the one without "
-    "surgery and balancer. controls.csv holds the numbers."
+    "The control of a method is a single-task row of the same method, else one without surgery "
+    "and balancer: the one with the task set's budget per task, else the shortest longer one, cut "
+    "at that budget (**cut at**: each run's evaluations up to it, the last of them its final, the "
+    "budget its first solved where unsolved); a method whose controls all stop earlier has none "
+    "(see the notes). controls.csv holds the numbers."
 )
 
 

@@ -47,8 +47,10 @@ def test_report_outputs_unchanged_on_the_archived_study_logs(study_runs, tmp_pat
     pytest.importorskip("matplotlib")
     out = tmp_path / "report"
     assert report_main([str(study_runs), "--out", str(out)]) == 0
-    names = [p.name for p in PAIR_REPORT.iterdir() if p.suffix in (".csv", ".md")]
-    for name in sorted(set(names) - {"fig4.csv", "claims.md"}):
+    names = {p.name for p in PAIR_REPORT.iterdir() if p.suffix in (".csv", ".md")}
+    made = {p.name for p in out.iterdir() if p.suffix in (".csv", ".md")}
+    assert made == names - {"fig4.csv", "claims.md"}  # every table committed, held.csv too
+    for name in sorted(made):
         assert (out / name).read_text() == (PAIR_REPORT / name).read_text(), name
     pair = [str(p) for p in sorted(study_runs.glob("fig4-*"))]
     assert report_main([*pair, "--triad-figure", str(out / "fig4.png")]) == 0
@@ -291,3 +293,44 @@ def test_no_control_when_every_control_is_shorter_than_the_task_sets_budget(tmp_
     markdown = (out / "report.md").read_text()
     assert "## Single-task controls" not in markdown
     assert f"no single-task control of {HARD} runs and is evaluated up to its 60000" in markdown
+
+
+def test_held_alone_by_budget_against_a_hand_computed_case(tmp_path):
+    """Alone, evaluated every 10k: button-press-topdown for 150k (budgets 50k, 100k, 150k) and
+    reach for 70k (50k and its own 70k), no task set beside them. Held at B: a mean success of at
+    least 0.8 over the last 10 evaluations up to B (all of them where there are fewer: 5 at 50k,
+    7 at reach's 70k)."""
+    alone = {
+        HARD: (150_000, [[0.0] * 5 + [1.0] * 10, [0.0] * 2 + [1.0] * 13, [1.0] * 15]),
+        "reach-v3": (70_000, [[0.0] * 4 + [1.0] * 3, [1.0] * 7]),
+    }
+    for task, (budget, seeds) in alone.items():
+        for seed, values in enumerate(seeds):
+            write_run(
+                tmp_path / "runs" / f"{task}-s{seed}", [[v] for v in values], preset="mt10-short",
+                seed=seed, benchmark=f"mt50:{task}", tasks=(task,), surgery={"name": "none"},
+                overrides=[f"train.total_steps={budget}", "train.eval_every=10000"],
+            )  # fmt: skip
+    out = tmp_path / "report"
+    assert report_main([str(tmp_path / "runs"), "--out", str(out), "--no-plots"]) == 0
+    with (out / "held.csv").open() as f:
+        rows = {(r["task"], int(r["budget"])): r for r in csv.DictReader(f)}
+    expected = {  # (held seeds, mean late success), seed by seed
+        (HARD, 50_000): (1, (0.0 + 0.6 + 1.0) / 3),  # 5 evaluations: 0s; 0,0,1,1,1; 1s
+        (HARD, 100_000): (2, (0.5 + 0.8 + 1.0) / 3),  # 0.8 is held
+        (HARD, 150_000): (3, 1.0),
+        ("reach-v3", 50_000): (1, (0.2 + 1.0) / 2),
+        ("reach-v3", 70_000): (1, (3 / 7 + 1.0) / 2),  # the row's own budget, not a multiple
+    }
+    assert set(rows) == set(expected)
+    for key, (held, late) in expected.items():
+        row = rows[key]
+        assert int(row["held_seeds"]) == held, key
+        assert float(row["late_mean"]) == pytest.approx(late), key
+        assert float(row["late_mean_low"]) <= late <= float(row["late_mean_high"]), key
+        assert int(row["n_seeds"]) == len(alone[key[0]][1])
+    markdown = (out / "report.md").read_text()
+    assert "## Held alone by budget" in markdown and "## Single-task controls" not in markdown
+    assert "is at least 0.8 (80%)" in markdown
+    assert f"| mt50:{HARD} | none | 100k | 2 / 3 | 76.7 [" in markdown
+    assert not (out / "controls.csv").exists()

@@ -5,7 +5,9 @@ The two are different protocols (their benchmarks differ), so the report never p
 they are compared task by task instead: the task's success in the task set's runs against the
 control's, with the probability that a task-set run scores higher than a control run. A control
 pairs with a task set when both follow the same paper protocol, goal mode, horizon and reward,
-and it is compared at the task set's budget per task: a longer control is cut there.
+and it is compared at the task set's budget per task: a longer control is cut there. Each
+single-task row also says, budget by budget, how many of its seeds hold the task
+(:func:`held_by_budget`): how long the task needs alone, whatever task set it may join.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from mtrl.analysis.stats import Estimate
 
 LATE = 10
 """``late``: a task's mean success over the last this many evaluations (whether it is held)."""
+HELD = 0.8
+"""A task is held at a budget B when its ``late`` success up to B (its mean success over the last
+``LATE`` evaluations at steps <= B) is at least this: the rule by which the PCGrad study picks its
+longer budget (docs/results/pcgrad.md, item c)."""
+BUDGET_STEP = 50_000
+"""The budgets of the held table: every multiple of this up to a single-task row's budget."""
 CONTROL_KINDS = (*KINDS, "late")
 """The scores compared: the final and the best evaluation's, and the ``late`` mean."""
 
@@ -52,6 +60,23 @@ class Control:
     def transitions_per_task(self) -> tuple[float, float]:
         """The budget of one task: in the task set, and alone."""
         return _per_task(self.row), _per_task(self.control_row)
+
+
+@dataclass
+class Held:
+    """A single-task row at one budget: how many of its seeds hold the task by then."""
+
+    protocol: ProtocolKey
+    row: Row
+    budget: int
+    held: int
+    """Seeds whose ``late`` success up to ``budget`` is at least ``HELD``."""
+    late: Estimate
+    """That ``late`` success, mean over the seeds."""
+
+    @property
+    def task(self) -> str:
+        return self.row.tasks[0]
 
 
 def _per_task(row: Row) -> float:
@@ -138,6 +163,36 @@ def find_controls(
     return out
 
 
+def budgets(total: int) -> list[int]:
+    """Every multiple of ``BUDGET_STEP`` up to ``total``, and ``total`` where it is not one."""
+    steps = list(range(BUDGET_STEP, total + 1, BUDGET_STEP))
+    return steps if total % BUDGET_STEP == 0 else [*steps, total]
+
+
+def held_by_budget(grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int) -> list[Held]:
+    """Every single-task row at each of its :func:`budgets`: whether it holds its task by then,
+    with or without a task set beside it (how long the task needs alone: what a task set's
+    budget can be chosen by). A budget before a run's first evaluation is left out."""
+    out = []
+    for key, rows in grouped.items():
+        for row in rows:
+            if len(row.tasks) != 1:
+                continue
+            for budget in budgets(int(row.runs[0].config["train.total_steps"])):
+                cut = cut_row(row, budget)
+                if cut is None:
+                    continue
+                late = task_scores(cut, "late", row.tasks[0])
+                held = int(np.sum(late >= HELD - 1e-9))  # 8 of 10 is 0.8 up to rounding
+                out.append(Held(key, row, budget, held, _mean(late, reps, seed)))
+    return out
+
+
+def _mean(scores: np.ndarray, reps: int, seed: int) -> Estimate:
+    """The mean over runs of a ``[runs, 1]`` score, with its interval."""
+    return Estimate(*map(float, stats.task_means(scores, reps, seed)[:, 0]))
+
+
 def _compare(
     key: ProtocolKey,
     control_key: ProtocolKey,
@@ -148,9 +203,6 @@ def _compare(
     reps: int,
     seed: int,
 ) -> Control:
-    def mean(scores) -> Estimate:
-        return Estimate(*map(float, stats.task_means(scores, reps, seed)[:, 0]))
-
     scores = {k: task_scores(row, k, task) for k in CONTROL_KINDS}
     alone = {k: task_scores(control, k, task) for k in CONTROL_KINDS}
     return Control(
@@ -159,10 +211,13 @@ def _compare(
         task,
         row,
         control,
-        {k: mean(scores[k]) for k in CONTROL_KINDS},
-        {k: mean(alone[k]) for k in CONTROL_KINDS},
+        {k: _mean(scores[k], reps, seed) for k in CONTROL_KINDS},
+        {k: _mean(alone[k], reps, seed) for k in CONTROL_KINDS},
         {k: stats.improvement(scores[k], alone[k], reps, seed) for k in CONTROL_KINDS},
-        (mean(first_solved(row, task)), mean(first_solved(control, task))),
+        (
+            _mean(first_solved(row, task), reps, seed),
+            _mean(first_solved(control, task), reps, seed),
+        ),
         cut_at,
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.analysis.controls import CONTROL_KINDS, LATE, Control
+from mtrl.analysis.controls import BUDGET_STEP, CONTROL_KINDS, HELD, LATE, Control, Held
 from mtrl.analysis.runs import KINDS, PROTOCOL_KEYS, ProtocolKey, Row, protocol_label, protocol_slug
 from mtrl.analysis.stats import Estimate
 from mtrl.analysis.summary import per_task
@@ -332,6 +332,55 @@ CONTROLS_LEGEND = (
 )
 
 
+HELD_COLUMNS = [*ROW_COLUMNS, "task", "budget", "n_seeds", "held_seeds", *_bounded("late_mean")]
+
+
+def held_table(held: list[Held]) -> str:
+    """One line per single-task row and budget."""
+    lines = [
+        f"| benchmark | method | budget | seeds holding it | last {LATE} up to the budget % |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for h in held:
+        cells = [
+            str(dict(h.protocol)["benchmark"]),
+            h.row.label,
+            _thousands(h.budget),
+            f"{h.held} / {len(h.row.runs)}",
+            _cell(h.late),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_held(held: list[Held], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=HELD_COLUMNS)
+        writer.writeheader()
+        for h in held:
+            record = {
+                **_row_columns(h.protocol, h.row),
+                "task": h.task,
+                "budget": h.budget,
+                "n_seeds": len(h.row.runs),
+                "held_seeds": h.held,
+            }
+            record.update(_estimate_columns("late_mean", h.late))
+            writer.writerow(record)
+
+
+HELD_LEGEND = (
+    f"Each task trained alone, at budgets B of {_thousands(BUDGET_STEP)}, "
+    f"{_thousands(2 * BUDGET_STEP)}, ... transitions up to its runs' budget and at that budget: "
+    f"a seed **holds** the task at B when its mean success over its last {LATE} evaluations up "
+    f"to B (all of them where there are fewer) is at least {HELD:g} ({100 * HELD:.0f}%). "
+    "**seeds holding it**: how many do; "
+    f"**last {LATE} up to the budget**: that mean success, mean over the seeds, in percent with "
+    "its 95% bootstrap interval (the runs read as if they had stopped at B, as a control cut at B "
+    "is). held.csv holds the numbers."
+)
+
+
 def markdown_report(
     grouped: dict[ProtocolKey, list[Row]],
     notes: list[str],
@@ -340,6 +389,7 @@ def markdown_report(
     reps: int,
     seed: int,
     controls: list[Control],
+    held: list[Held],
 ) -> str:
     used = sum(len(row.runs) for rows in grouped.values() for row in rows)
     parts = [
@@ -368,6 +418,8 @@ def markdown_report(
             ]
     if controls:
         parts += ["", "## Single-task controls", "", CONTROLS_LEGEND, "", controls_table(controls)]
+    if held:
+        parts += ["", "## Held alone by budget", "", HELD_LEGEND, "", held_table(held)]
     if notes:
         parts += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(parts) + "\n"

@@ -16,6 +16,8 @@ from run_folders import PAIR, TWO_TASKS, write_run
 
 from mtrl.analysis.claims import diagnostic_counts, run_claims
 from mtrl.analysis.cli import report_main
+from mtrl.analysis.controls import find_controls
+from mtrl.analysis.runs import group_runs, load_runs
 from mtrl.analysis.stats import probability_of_improvement
 from mtrl.config import load_config
 
@@ -25,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "docs" / "results"
 PAIR_REPORT = STUDY / "pcgrad-pair"
 HARD = "button-press-topdown-v3"
+ALONE = f"train.total_steps={load_config('mt10-short').train.total_steps // 2}"
+"""The budget of a control beside a pair at mt10-short's: the pair's per task (the control is
+compared as it ran, not cut)."""
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +47,10 @@ def test_report_outputs_unchanged_on_the_archived_study_logs(study_runs, tmp_pat
     pytest.importorskip("matplotlib")
     out = tmp_path / "report"
     assert report_main([str(study_runs), "--out", str(out)]) == 0
-    names = [p.name for p in PAIR_REPORT.iterdir() if p.suffix in (".csv", ".md")]
-    for name in sorted(set(names) - {"fig4.csv", "claims.md"}):
+    names = {p.name for p in PAIR_REPORT.iterdir() if p.suffix in (".csv", ".md")}
+    made = {p.name for p in out.iterdir() if p.suffix in (".csv", ".md")}
+    assert made == names - {"fig4.csv", "claims.md"}  # every table committed, held.csv too
+    for name in sorted(made):
         assert (out / name).read_text() == (PAIR_REPORT / name).read_text(), name
     pair = [str(p) for p in sorted(study_runs.glob("fig4-*"))]
     assert report_main([*pair, "--triad-figure", str(out / "fig4.png")]) == 0
@@ -129,7 +136,7 @@ def _pair_and_controls(root: Path) -> Path:
     for seed, value in enumerate(alone):
         write_run(
             root / f"alone-s{seed}", [[value]], preset="mt10-short", seed=seed,
-            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"}, overrides=[ALONE],
         )  # fmt: skip
     return root
 
@@ -198,7 +205,7 @@ def test_controls_report_whether_the_task_is_held_and_when_it_is_first_solved(tm
     for seed, values in alone.items():
         write_run(
             tmp_path / f"alone-s{seed}", [[v] for v in values], preset="mt10-short", seed=seed,
-            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+            benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"}, overrides=[ALONE],
         )  # fmt: skip
     out = tmp_path / "report"
     assert report_main([str(tmp_path), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
@@ -208,5 +215,122 @@ def test_controls_report_whether_the_task_is_held_and_when_it_is_first_solved(tm
     assert float(row["control_late_mean"]) == pytest.approx(0.5)
     assert float(row["p_improvement_late"]) == pytest.approx(0.25)  # 0 < 1 and 0 == 0 (half)
     assert float(row["first_solved_mean"]) == pytest.approx(4 * every / 2)
-    assert float(row["control_first_solved_mean"]) == pytest.approx((6 * every + budget) / 2)
+    assert float(row["control_first_solved_mean"]) == pytest.approx(
+        (6 * every + budget / 2) / 2
+    )  # ALONE
     assert "last 10 %" in (out / "report.md").read_text()
+
+
+def _by_budget_runs(root: Path, pair_per_task: int, controls: dict[int, list[float]]) -> Path:
+    """The pair at ``pair_per_task`` transitions per task (3 seeds, an evaluation every 10k of the
+    pair's transitions, button-press-topdown never solved) and, per budget, 3 seeds of
+    button-press-topdown alone with the given successes (an evaluation every 10k)."""
+    every = "train.eval_every=10000"
+    for seed in range(3):
+        write_run(
+            root / f"pair-s{seed}", [[1.0, 0.0]] * (2 * pair_per_task // 10_000),
+            preset="mt10-short", seed=seed, benchmark=PAIR, tasks=TWO_TASKS,
+            surgery={"name": "none"}, overrides=[f"train.total_steps={2 * pair_per_task}", every],
+        )  # fmt: skip
+        for budget, values in controls.items():
+            write_run(
+                root / f"alone-{budget}-s{seed}", [[v] for v in values], preset="mt10-short",
+                seed=seed, benchmark=f"mt50:{HARD}", tasks=(HARD,), surgery={"name": "none"},
+                overrides=[f"train.total_steps={budget}", every],
+            )  # fmt: skip
+    return root
+
+
+def _controls_csv(runs: Path, out: Path) -> list[dict[str, str]]:
+    assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    with (out / "controls.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_control_with_the_task_sets_budget_per_task_is_chosen(tmp_path):
+    """60k and 300k alone beside the pair at 60k per task: the 60k control, not cut."""
+    runs = _by_budget_runs(tmp_path / "runs", 60_000, {60_000: [0.2] * 6, 300_000: [1.0] * 30})
+    (row,) = _controls_csv(runs, tmp_path / "report")
+    assert row["control_method"] == "none [train.total_steps=60000]"
+    assert float(row["control_transitions_per_task"]) == 60_000
+    assert row["control_cut_at"] == ""
+    assert float(row["control_final_mean"]) == pytest.approx(0.2)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"| mt50:{HARD}: none [train.total_steps=60000] |" in markdown
+
+
+def test_a_longer_control_is_cut_at_the_task_sets_budget_per_task(tmp_path):
+    """Alone for 300k, solved only after 60k: cut at the pair's 60k per task it is never solved
+    (final, best and last 10 at 0, first solved at the budget); the runs read stay whole."""
+    alone = [0.0] * 6 + [1.0] * 24  # evaluations at 10k, ..., 300k: solved from 70k on
+    runs = _by_budget_runs(tmp_path / "runs", 60_000, {300_000: alone})
+    out = tmp_path / "report"
+    (row,) = _controls_csv(runs, out)
+    assert row["control_method"] == "none"  # the only row of the method: no variant
+    assert float(row["control_cut_at"]) == 60_000
+    assert float(row["control_transitions_per_task"]) == 60_000
+    for kind in ("final", "best", "late"):
+        assert float(row[f"control_{kind}_mean"]) == 0.0, kind
+    assert float(row["control_first_solved_mean"]) == 60_000
+    assert f"| mt50:{HARD}: none, cut at 60k |" in (out / "report.md").read_text()
+
+    notes: list[str] = []
+    grouped = group_runs(load_runs([runs], notes)[0], notes)
+    (control,) = find_controls(grouped, 200, 0, notes)
+    assert control.cut_at == 60_000
+    assert [e["step"] for e in control.control_row.runs[0].evals][-1] == 60_000
+    (original,) = grouped[control.control]
+    assert control.control_row is not original
+    for run in original.runs:
+        assert len(run.evals) == 30 and run.config["train.total_steps"] == 300_000
+
+
+def test_no_control_when_every_control_is_shorter_than_the_task_sets_budget(tmp_path):
+    runs = _by_budget_runs(tmp_path / "runs", 60_000, {30_000: [1.0] * 3})
+    out = tmp_path / "report"
+    assert report_main([str(runs), "--out", str(out), "--no-plots", "--reps", "200"]) == 0
+    assert not (out / "controls.csv").exists()
+    markdown = (out / "report.md").read_text()
+    assert "## Single-task controls" not in markdown
+    assert f"no single-task control of {HARD} runs and is evaluated up to its 60000" in markdown
+
+
+def test_held_alone_by_budget_against_a_hand_computed_case(tmp_path):
+    """Alone, evaluated every 10k: button-press-topdown for 150k (budgets 50k, 100k, 150k) and
+    reach for 70k (50k and its own 70k), no task set beside them. Held at B: a mean success of at
+    least 0.8 over the last 10 evaluations up to B (all of them where there are fewer: 5 at 50k,
+    7 at reach's 70k)."""
+    alone = {
+        HARD: (150_000, [[0.0] * 5 + [1.0] * 10, [0.0] * 2 + [1.0] * 13, [1.0] * 15]),
+        "reach-v3": (70_000, [[0.0] * 4 + [1.0] * 3, [1.0] * 7]),
+    }
+    for task, (budget, seeds) in alone.items():
+        for seed, values in enumerate(seeds):
+            write_run(
+                tmp_path / "runs" / f"{task}-s{seed}", [[v] for v in values], preset="mt10-short",
+                seed=seed, benchmark=f"mt50:{task}", tasks=(task,), surgery={"name": "none"},
+                overrides=[f"train.total_steps={budget}", "train.eval_every=10000"],
+            )  # fmt: skip
+    out = tmp_path / "report"
+    assert report_main([str(tmp_path / "runs"), "--out", str(out), "--no-plots"]) == 0
+    with (out / "held.csv").open() as f:
+        rows = {(r["task"], int(r["budget"])): r for r in csv.DictReader(f)}
+    expected = {  # (held seeds, mean late success), seed by seed
+        (HARD, 50_000): (1, (0.0 + 0.6 + 1.0) / 3),  # 5 evaluations: 0s; 0,0,1,1,1; 1s
+        (HARD, 100_000): (2, (0.5 + 0.8 + 1.0) / 3),  # 0.8 is held
+        (HARD, 150_000): (3, 1.0),
+        ("reach-v3", 50_000): (1, (0.2 + 1.0) / 2),
+        ("reach-v3", 70_000): (1, (3 / 7 + 1.0) / 2),  # the row's own budget, not a multiple
+    }
+    assert set(rows) == set(expected)
+    for key, (held, late) in expected.items():
+        row = rows[key]
+        assert int(row["held_seeds"]) == held, key
+        assert float(row["late_mean"]) == pytest.approx(late), key
+        assert float(row["late_mean_low"]) <= late <= float(row["late_mean_high"]), key
+        assert int(row["n_seeds"]) == len(alone[key[0]][1])
+    markdown = (out / "report.md").read_text()
+    assert "## Held alone by budget" in markdown and "## Single-task controls" not in markdown
+    assert "is at least 0.8 (80%)" in markdown
+    assert f"| mt50:{HARD} | none | 100k | 2 / 3 | 76.7 [" in markdown
+    assert not (out / "controls.csv").exists()

@@ -8,11 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtrl.analysis import stats
-from mtrl.analysis.controls import find_controls
+from mtrl.analysis.controls import find_controls, held_by_budget
 from mtrl.analysis.figures import plot_curves, plot_task_heatmap
 from mtrl.analysis.runs import ProtocolKey, Row, group_runs, load_runs, protocol_slug
 from mtrl.analysis.summary import check_baseline, learning_curve, summarize
-from mtrl.analysis.tables import markdown_report, write_controls, write_curves_csv, write_tables
+from mtrl.analysis.tables import (
+    markdown_report,
+    write_controls,
+    write_curves_csv,
+    write_held,
+    write_tables,
+)
 
 
 @dataclass
@@ -45,13 +51,17 @@ def build_report(
         summarize(grouped, reps, seed, baseline)
         out.mkdir(parents=True, exist_ok=True)
         files += write_tables(grouped, out, reps, seed)
-        controls = find_controls(grouped, reps, seed)
+        controls = find_controls(grouped, reps, seed, notes)
         if controls:
             write_controls(controls, out / "controls.csv")
             files.append(out / "controls.csv")
+        held = held_by_budget(grouped, reps, seed)
+        if held:
+            write_held(held, out / "held.csv")
+            files.append(out / "held.csv")
         if plots:
             files += _write_plots(grouped, out, reps, seed)
-        markdown = markdown_report(grouped, notes, found, plots, reps, seed, controls)
+        markdown = markdown_report(grouped, notes, found, plots, reps, seed, controls, held)
         (out / "report.md").write_text(markdown, encoding="utf-8")
         files.insert(0, out / "report.md")
     return Report(grouped, notes, files, markdown)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.analysis.controls import CONTROL_KINDS, LATE, Control
+from mtrl.analysis.controls import BUDGET_STEP, CONTROL_KINDS, HELD, LATE, Control, Held
 from mtrl.analysis.runs import KINDS, PROTOCOL_KEYS, ProtocolKey, Row, protocol_label, protocol_slug
 from mtrl.analysis.stats import Estimate
 from mtrl.analysis.summary import per_task
@@ -248,11 +248,17 @@ CONTROL_COLUMNS = [
     "control_n_seeds",
     "transitions_per_task",
     "control_transitions_per_task",
+    "control_cut_at",
     *_bounded(*(f"{k}_mean" for k in CONTROL_KINDS)),
     *_bounded(*(f"control_{k}_mean" for k in CONTROL_KINDS)),
     *_bounded(*(f"p_improvement_{k}" for k in CONTROL_KINDS)),
     *_bounded("first_solved_mean", "control_first_solved_mean"),
 ]
+
+
+def _thousands(transitions: float) -> str:
+    """``150k``."""
+    return f"{transitions / 1000:g}k"
 
 
 def controls_table(controls: list[Control]) -> str:
@@ -268,7 +274,8 @@ def controls_table(controls: list[Control]) -> str:
         cells = [
             c.task,
             c.row.label,
-            f"{dict(c.control)['benchmark']}: {c.control_row.label}",
+            f"{dict(c.control)['benchmark']}: {c.control_row.label}"
+            + ("" if c.cut_at is None else f", cut at {_thousands(c.cut_at)}"),
             f"{len(c.row.runs)} / {len(c.control_row.runs)}",
         ]
         for k in CONTROL_KINDS:
@@ -296,6 +303,7 @@ def write_controls(controls: list[Control], path: Path) -> None:
                 "control_n_seeds": len(c.control_row.runs),
                 "transitions_per_task": per_task,
                 "control_transitions_per_task": alone,
+                "control_cut_at": "" if c.cut_at is None else c.cut_at,
             }
             for k in CONTROL_KINDS:
                 record.update(_estimate_columns(f"{k}_mean", c.success[k]))
@@ -316,8 +324,60 @@ CONTROLS_LEGEND = (
     f"**last {LATE}**: its mean success over each run's last {LATE} evaluations (is it held?); "
     "**first solved**: the task's own transitions until its first success (a task set's step "
     "over its number of tasks; the budget where never solved), mean over seeds. "
-    "The control of a method is the single-task row of the same method, else the one without "
-    "surgery and balancer. controls.csv holds the numbers."
+    "The control of a method is a single-task row of the same method, else one without surgery "
+    "and balancer: the one with the task set's budget per task, else the shortest longer one, cut "
+    "at that budget (**cut at**: each run's evaluations up to it, the last of them its final, the "
+    "budget its first solved where unsolved); a method whose controls all stop earlier has none "
+    "(see the notes). controls.csv holds the numbers."
+)
+
+
+HELD_COLUMNS = [*ROW_COLUMNS, "task", "budget", "n_seeds", "held_seeds", *_bounded("late_mean")]
+
+
+def held_table(held: list[Held]) -> str:
+    """One line per single-task row and budget."""
+    lines = [
+        f"| benchmark | method | budget | seeds holding it | last {LATE} up to the budget % |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for h in held:
+        cells = [
+            str(dict(h.protocol)["benchmark"]),
+            h.row.label,
+            _thousands(h.budget),
+            f"{h.held} / {len(h.row.runs)}",
+            _cell(h.late),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_held(held: list[Held], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=HELD_COLUMNS)
+        writer.writeheader()
+        for h in held:
+            record = {
+                **_row_columns(h.protocol, h.row),
+                "task": h.task,
+                "budget": h.budget,
+                "n_seeds": len(h.row.runs),
+                "held_seeds": h.held,
+            }
+            record.update(_estimate_columns("late_mean", h.late))
+            writer.writerow(record)
+
+
+HELD_LEGEND = (
+    f"Each task trained alone, at budgets B of {_thousands(BUDGET_STEP)}, "
+    f"{_thousands(2 * BUDGET_STEP)}, ... transitions up to its runs' budget and at that budget: "
+    f"a seed **holds** the task at B when its mean success over its last {LATE} evaluations up "
+    f"to B (all of them where there are fewer) is at least {HELD:g} ({100 * HELD:.0f}%). "
+    "**seeds holding it**: how many do; "
+    f"**last {LATE} up to the budget**: that mean success, mean over the seeds, in percent with "
+    "its 95% bootstrap interval (the runs read as if they had stopped at B, as a control cut at B "
+    "is). held.csv holds the numbers."
 )
 
 
@@ -329,6 +389,7 @@ def markdown_report(
     reps: int,
     seed: int,
     controls: list[Control],
+    held: list[Held],
 ) -> str:
     used = sum(len(row.runs) for rows in grouped.values() for row in rows)
     parts = [
@@ -357,6 +418,8 @@ def markdown_report(
             ]
     if controls:
         parts += ["", "## Single-task controls", "", CONTROLS_LEGEND, "", controls_table(controls)]
+    if held:
+        parts += ["", "## Held alone by budget", "", HELD_LEGEND, "", held_table(held)]
     if notes:
         parts += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(parts) + "\n"

@@ -168,6 +168,8 @@ class MTSAC:
         ).to(self.device)
         self.critic = TwinCritic(obs_dim, action_dim, num_tasks, model, config.init).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # Listed once, like the components' parameters (a checkpoint loads into them in place).
+        self._polyak = list(self.critic_target.parameters()), list(self.critic.parameters())
         self.temperature = make_temperature(num_tasks, config.init_alpha, config.temperature).to(
             self.device
         )
@@ -521,8 +523,7 @@ class MTSAC:
 
     @torch.no_grad()
     def _update_targets(self) -> None:
-        targets, online = list(self.critic_target.parameters()), list(self.critic.parameters())
-        torch._foreach_lerp_(targets, online, self.config.tau)
+        torch._foreach_lerp_(*self._polyak, self.config.tau)
 
 
 @contextmanager

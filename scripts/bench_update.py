@@ -24,6 +24,7 @@ object with the times and ratios.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -34,7 +35,7 @@ import torch
 import yaml
 
 from mtrl import models, surgery
-from mtrl.agent import MTSAC, CriticInputs, capture_problem
+from mtrl.agent import MTSAC, CriticInputs, capture_problem, flushing_denormals
 from mtrl.capture import WARMUP
 from mtrl.config import AgentConfig, SurgeryConfig, load_config
 from mtrl.gradients import ComponentGradients
@@ -304,25 +305,43 @@ def bench_methods(
 
 def bench_adam(benchmark: str, rounds: int, device: torch.device) -> dict:
     """One Adam step of the critic's parameters on fixed gradients: the single-tensor path (the
-    CPU default), ``foreach`` and ``fused``, in bursts of 20 steps."""
+    CPU default), ``foreach`` and ``fused``, in bursts of 20 steps. Then ``fused`` on a long
+    run's state, where half the moments belong to dead units (gradient exactly zero) and decay
+    through the denormal range, with and without flushing denormals (what the compiled update
+    does on a CPU, ``mtrl.agent.flushing_denormals``); that state is restored before each burst."""
     critic = make_agent(TASKS[benchmark], "none", device).critic
-    optimizers = {}
-    for name, options in (
-        ("single-tensor", {"foreach": False}),
-        ("foreach", {"foreach": True}),
-        ("fused", {"fused": True}),
+    gen = torch.Generator(device).manual_seed(0)
+    runs = {}
+    for name, options, dead in (
+        ("single-tensor", {"foreach": False}, False),
+        ("foreach", {"foreach": True}, False),
+        ("fused", {"fused": True}, False),
+        ("fused, denormals", {"fused": True}, True),
+        ("fused, flushed", {"fused": True}, True),
     ):
         params = [p.detach().clone().requires_grad_() for p in critic.parameters()]
         for p in params:
-            p.grad = torch.randn_like(p)
-        optimizers[name] = torch.optim.Adam(params, lr=1e-4, **options)
-    times: dict[str, list[float]] = {name: [] for name in optimizers}
+            p.grad = torch.randn(p.shape, generator=gen, device=device)
+        optimizer = torch.optim.Adam(params, lr=1e-4, **options)
+        saved = None
+        if dead:
+            optimizer.step()  # creates the moments
+            for p in params:
+                units = torch.rand(p.shape, generator=gen, device=device) < 0.5
+                p.grad[units] = 0.0
+                optimizer.state[p]["exp_avg"][units] = 1e-39  # float32's smallest normal: 1.2e-38
+            saved = copy.deepcopy(optimizer.state_dict())
+        runs[name] = (optimizer, saved, name.endswith("flushed"))
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
-        for name, optimizer in optimizers.items():
+        for name, (optimizer, saved, flush) in runs.items():
+            if saved is not None:
+                optimizer.load_state_dict(copy.deepcopy(saved))
 
-            def burst(optimizer=optimizer) -> None:
-                for _ in range(20):
-                    optimizer.step()
+            def burst(optimizer=optimizer, flush=flush) -> None:
+                with flushing_denormals(flush):
+                    for _ in range(20):
+                        optimizer.step()
 
             times[name].append(timed(burst, device) / 20)
     out: dict = {name: statistics.median(t) for name, t in times.items()}

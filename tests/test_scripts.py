@@ -48,6 +48,13 @@ def check_bench_update(out: str, tmp: Path) -> None:
     assert set(summary["mt10_ratio"]) == {"none", "pcgrad"}
     assert set(summary["mt10_models_ms"]) == {"mlp/none", "mlp/pcgrad"}
     assert summary["mt10_vmap_over_plain_backward"] > 0
+    assert set(summary["mt10_adam_ms"]) == {
+        "single-tensor",
+        "foreach",
+        "fused",
+        "fused, denormals",
+        "fused, flushed",
+    }
 
 
 def check_bench_balancers(out: str, tmp: Path) -> None:

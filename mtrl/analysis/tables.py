@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,40 +203,46 @@ def csv_rows(grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int) -> lis
 def write_tables(
     grouped: dict[ProtocolKey, list[Row]], out: Path, reps: int, seed: int
 ) -> list[Path]:
-    results = out / "results.csv"
-    with results.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(csv_rows(grouped, reps, seed))
-    tasks = out / "per_task.csv"
+    results, tasks = out / "results.csv", out / "per_task.csv"
+    write_csv(results, CSV_COLUMNS, csv_rows(grouped, reps, seed))
     columns = [*ROW_COLUMNS, "task", "n_seeds", *_bounded(*(f"{k}_mean" for k in KINDS))]
-    with tasks.open("w", newline="", encoding="utf-8") as f:
+    write_csv(tasks, columns, _per_task_records(grouped, reps, seed))
+    return [results, tasks]
+
+
+def _per_task_records(
+    grouped: dict[ProtocolKey, list[Row]], reps: int, seed: int
+) -> Iterator[dict[str, Any]]:
+    for proto, rows in grouped.items():
+        for row in rows:
+            by_kind = {k: per_task(row, k, reps, seed) for k in KINDS}
+            for task in row.tasks:
+                record = {**_row_columns(proto, row), "task": task, "n_seeds": len(row.runs)}
+                for k in KINDS:
+                    record.update(_estimate_columns(f"{k}_mean", by_kind[k][task]))
+                yield record
+
+
+def write_csv(path: Path, columns: list[str], records: Iterable[dict[str, Any]]) -> None:
+    """A header line of ``columns``, then a line per record."""
+    with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for proto, rows in grouped.items():
-            for row in rows:
-                by_kind = {k: per_task(row, k, reps, seed) for k in KINDS}
-                for task in row.tasks:
-                    record = {**_row_columns(proto, row), "task": task, "n_seeds": len(row.runs)}
-                    for k in KINDS:
-                        record.update(_estimate_columns(f"{k}_mean", by_kind[k][task]))
-                    writer.writerow(record)
-    return [results, tasks]
+        writer.writerows(records)
 
 
 def write_curves_csv(
     key: ProtocolKey, curves: list[tuple[Row, np.ndarray, dict[str, np.ndarray]]], path: Path
 ) -> None:
-    columns = [*ROW_COLUMNS, "step", "n_seeds", *_bounded("mean", "iqm")]
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
+    def records() -> Iterator[dict[str, Any]]:
         for row, steps, bands in curves:
             for i, step in enumerate(steps):
                 record = {**_row_columns(key, row), "step": int(step), "n_seeds": len(row.runs)}
                 for a in ("mean", "iqm"):
                     record.update(_estimate_columns(a, Estimate(*map(float, bands[a][:, i]))))
-                writer.writerow(record)
+                yield record
+
+    write_csv(path, [*ROW_COLUMNS, "step", "n_seeds", *_bounded("mean", "iqm")], records())
 
 
 CONTROL_COLUMNS = [
@@ -288,31 +295,31 @@ def controls_table(controls: list[Control]) -> str:
 
 
 def write_controls(controls: list[Control], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CONTROL_COLUMNS)
-        writer.writeheader()
-        for c in controls:
-            per_task, alone = c.transitions_per_task
-            record = {
-                "task_set": dict(c.task_set)["benchmark"],
-                "control_benchmark": dict(c.control)["benchmark"],
-                "task": c.task,
-                "method": c.row.label,
-                "control_method": c.control_row.label,
-                "n_seeds": len(c.row.runs),
-                "control_n_seeds": len(c.control_row.runs),
-                "transitions_per_task": per_task,
-                "control_transitions_per_task": alone,
-                "control_cut_at": "" if c.cut_at is None else c.cut_at,
-            }
-            for k in CONTROL_KINDS:
-                record.update(_estimate_columns(f"{k}_mean", c.success[k]))
-                record.update(_estimate_columns(f"control_{k}_mean", c.control_success[k]))
-                record.update(_estimate_columns(f"p_improvement_{k}", c.improvement[k]))
-            task_set, alone = c.first_solved
-            record.update(_estimate_columns("first_solved_mean", task_set))
-            record.update(_estimate_columns("control_first_solved_mean", alone))
-            writer.writerow(record)
+    write_csv(path, CONTROL_COLUMNS, map(_control_record, controls))
+
+
+def _control_record(c: Control) -> dict[str, Any]:
+    per_task, alone = c.transitions_per_task
+    record = {
+        "task_set": dict(c.task_set)["benchmark"],
+        "control_benchmark": dict(c.control)["benchmark"],
+        "task": c.task,
+        "method": c.row.label,
+        "control_method": c.control_row.label,
+        "n_seeds": len(c.row.runs),
+        "control_n_seeds": len(c.control_row.runs),
+        "transitions_per_task": per_task,
+        "control_transitions_per_task": alone,
+        "control_cut_at": "" if c.cut_at is None else c.cut_at,
+    }
+    for k in CONTROL_KINDS:
+        record.update(_estimate_columns(f"{k}_mean", c.success[k]))
+        record.update(_estimate_columns(f"control_{k}_mean", c.control_success[k]))
+        record.update(_estimate_columns(f"p_improvement_{k}", c.improvement[k]))
+    task_set, alone = c.first_solved
+    record.update(_estimate_columns("first_solved_mean", task_set))
+    record.update(_estimate_columns("control_first_solved_mean", alone))
+    return record
 
 
 CONTROLS_LEGEND = (
@@ -354,19 +361,19 @@ def held_table(held: list[Held]) -> str:
 
 
 def write_held(held: list[Held], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=HELD_COLUMNS)
-        writer.writeheader()
-        for h in held:
-            record = {
-                **_row_columns(h.protocol, h.row),
-                "task": h.task,
-                "budget": h.budget,
-                "n_seeds": len(h.row.runs),
-                "held_seeds": h.held,
-            }
-            record.update(_estimate_columns("late_mean", h.late))
-            writer.writerow(record)
+    write_csv(path, HELD_COLUMNS, map(_held_record, held))
+
+
+def _held_record(h: Held) -> dict[str, Any]:
+    record = {
+        **_row_columns(h.protocol, h.row),
+        "task": h.task,
+        "budget": h.budget,
+        "n_seeds": len(h.row.runs),
+        "held_seeds": h.held,
+    }
+    record.update(_estimate_columns("late_mean", h.late))
+    return record
 
 
 HELD_LEGEND = (

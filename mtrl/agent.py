@@ -427,7 +427,8 @@ class MTSAC:
                     observed["grad_norms"] = self._layer_norms_of_rows(component, rows)
                 weighted = rows * weights[:, None]
             combined = method(weighted[:, : component.shared_numel])
-            update = torch.cat([combined, weighted[:, component.shared_numel :].mean(0)])
+            own = weighted[:, component.shared_numel :]
+            update = torch.cat([combined, own.mean(0)]) if own.numel() else combined
             surgery_lib.assign_grads(params, update)
         probes = []
         if diagnose:

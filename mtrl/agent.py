@@ -152,6 +152,7 @@ class MTSAC:
         self.num_tasks = num_tasks
         self.action_dim = action_dim
         self.device = torch.device(device)
+        self._flush_denormals = compiled and self.device.type == "cpu"
         self.target_entropy = (
             -float(action_dim) if config.target_entropy is None else config.target_entropy
         )
@@ -329,8 +330,7 @@ class MTSAC:
         if self._graphed is not None and not self.diagnostics_due():
             metrics = self._graphed(batch)
         else:
-            flush = self.compiled and self.device.type == "cpu"
-            with flushing_denormals(flush):
+            with flushing_denormals(self._flush_denormals):
                 metrics = self._step(batch, probe if self.diagnostics_due() else None)
         self.updates += 1
         return metrics

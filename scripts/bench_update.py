@@ -310,15 +310,15 @@ def bench_adam(benchmark: str, rounds: int, device: torch.device) -> dict:
     through the denormal range, with and without flushing denormals (what the compiled update
     does on a CPU, ``mtrl.agent.flushing_denormals``); that state is restored before each burst."""
     critic = make_agent(TASKS[benchmark], "none", device).critic
-    gen = torch.Generator(device).manual_seed(0)
     runs = {}
-    for name, options, dead in (
-        ("single-tensor", {"foreach": False}, False),
-        ("foreach", {"foreach": True}, False),
-        ("fused", {"fused": True}, False),
-        ("fused, denormals", {"fused": True}, True),
-        ("fused, flushed", {"fused": True}, True),
+    for name, options, dead, flush in (
+        ("single-tensor", {"foreach": False}, False, False),
+        ("foreach", {"foreach": True}, False, False),
+        ("fused", {"fused": True}, False, False),
+        ("fused, denormals", {"fused": True}, True, False),
+        ("fused, flushed", {"fused": True}, True, True),
     ):
+        gen = torch.Generator(device).manual_seed(0)  # every arm: the same gradients and units
         params = [p.detach().clone().requires_grad_() for p in critic.parameters()]
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen, device=device)
@@ -331,7 +331,7 @@ def bench_adam(benchmark: str, rounds: int, device: torch.device) -> dict:
                 p.grad[units] = 0.0
                 optimizer.state[p]["exp_avg"][units] = 1e-39  # float32's smallest normal: 1.2e-38
             saved = copy.deepcopy(optimizer.state_dict())
-        runs[name] = (optimizer, saved, name.endswith("flushed"))
+        runs[name] = (optimizer, saved, flush)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, (optimizer, saved, flush) in runs.items():

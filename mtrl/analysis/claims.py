@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from mtrl.analysis import stats
+from mtrl.analysis.controls import LATE
 from mtrl.analysis.runs import ProtocolKey, Row, protocol_label
 from mtrl.analysis.stats import Estimate
 from mtrl.logger import read_metrics
@@ -140,7 +141,7 @@ def run_claims(
         "first_solved": float(first if solved else evals[-1]["step"]),
         "final": success[-1],
         "best": max(success),
-        "late": float(np.mean(success[-10:])),
+        "late": float(np.mean(success[-LATE:])),
     }
     for name, lines in windows.items():
         out[f"h_positive_{name}"] = weighted_mean(lines, _positive)
@@ -202,7 +203,7 @@ SUCCESS = {
     "first_solved": "first solved at (transitions; unsolved seeds: the budget)",
     "final": "final success",
     "best": "best success",
-    "late": "mean success, last 10 evaluations",
+    "late": f"mean success, last {LATE} evaluations",
 }
 DIGITS = {"first_solved": 0, "h_early": 3, "h_late": 3, "rel_early": 6, "rel_late": 6}
 

@@ -12,11 +12,11 @@
 #         and pcgrad, seeds 0-4; prints nothing while LONG_BUDGET is empty
 #   check fig4's none seed 0 again on the compiled update (train.compile=auto, mtrl 0.4): the
 #         same arithmetic as the archived run (eager, 0.3), other rounding
-#   fig3  the same pair: pcgrad_direction, pcgrad_magnitude and GradNorm (critic), seeds 0-4
-#         (none and pcgrad seeds 0-4 come from fig4)
 #   mt10  configs/mt10-cpu.yaml at 300k transitions: none, pcgrad, cagrad, seeds 0-4
+#   fig3  the paper's Figure 3 (right) on MT10, as mt10: pcgrad_direction, pcgrad_magnitude and
+#         GradNorm (critic), seeds 0-4 (none and pcgrad seeds 0-4 come from mt10)
 # Runs go to $OUT/<study>-<method>-s<seed>, JOBS at a time (default 2, one per core), in this
-# order: the controls, the compile check, the fig4 pairs of seeds, long, longpair, fig3, mt10. Run it again to
+# order: the controls, the compile check, the fig4 pairs of seeds, long, longpair, mt10, fig3. Run it again to
 # continue: finished runs are skipped, interrupted ones resumed from their last checkpoint (exact
 # resume), a run that died before its first checkpoint is moved aside and started again, a run
 # that another instance of this script is running (its lock file is held) is left to it.
@@ -26,10 +26,10 @@
 # `scripts/study_pcgrad.sh plan [ctl|check|fig4|long|longpair|fig3|mt10|all]` prints the runs, one a line (name,
 # then mtrl-train's arguments), and starts, restores and writes nothing.
 # Usage: scripts/study_pcgrad.sh [ctl|check|fig4|long|longpair|fig3|mt10|all|archive|plan] ; then
-#   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/fig3-*/ --out docs/results/pcgrad-pair
+#   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/long*/ --out docs/results/pcgrad-pair
 #   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
 #   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
-#   mtrl-report $OUT/mt10-*/ --out docs/results/pcgrad-mt10
+#   mtrl-report $OUT/mt10-*/ $OUT/fig3-*/ --out docs/results/pcgrad-mt10
 # The single-task controls among the folders given to mtrl-report are compared with the same task
 # in the pair, per method.
 set -euo pipefail
@@ -76,19 +76,19 @@ plan() {
       done
     done
   fi
-  if [[ $which == fig3 || $which == all ]]; then
-    for s in 0 1 2 3 4; do
-      for m in pcgrad_direction pcgrad_magnitude; do
-        echo "fig3-$m-s$s --config pcgrad-fig4 --surgery $m --seed $s"
-      done
-      echo "fig3-gradnorm-s$s --config pcgrad-fig4 --balancer gradnorm --seed $s"
-    done
-  fi
   if [[ $which == mt10 || $which == all ]]; then
     for s in 0 1 2 3 4; do
       for m in none pcgrad cagrad; do
         echo "mt10-$m-s$s --config mt10-cpu --surgery $m --seed $s train.total_steps=300000"
       done
+    done
+  fi
+  if [[ $which == fig3 || $which == all ]]; then
+    for s in 0 1 2 3 4; do
+      for m in pcgrad_direction pcgrad_magnitude; do
+        echo "fig3-$m-s$s --config mt10-cpu --surgery $m --seed $s train.total_steps=300000"
+      done
+      echo "fig3-gradnorm-s$s --config mt10-cpu --balancer gradnorm --seed $s train.total_steps=300000"
     done
   fi
 }

@@ -126,7 +126,8 @@ def check_toy_2d(out: str, tmp: Path) -> None:
 def check_study_plan(out: str, tmp: Path) -> None:
     """The plan: 66 runs, each resolving to a valid config; the controls get the pair's budget
     per task, the long controls the same settings for longer; the compile check is the archived
-    seed 0's config (no probe batch); the archived runs are among the planned ones (else the
+    seed 0's config (no probe batch); Figure 3's ablations are MT10's runs with another surgery or
+    the balancer; the archived runs are among the planned ones (else the
     restore would not stop them from running again).
     Nothing started or written."""
     from mtrl.cli import resolve_train_config, train_parser
@@ -150,6 +151,13 @@ def check_study_plan(out: str, tmp: Path) -> None:
     check, seed0 = runs["check-compiled-fig4-none-s0"], runs["fig4-none-s0"]
     assert check.surgery.diagnostics_batch == 0 and seed0.surgery.diagnostics_batch == 512
     assert replace(check, surgery=seed0.surgery) == seed0
+    mt10 = runs["mt10-none-s0"]
+    for ablation in ("pcgrad_direction", "pcgrad_magnitude"):
+        fig3 = runs[f"fig3-{ablation}-s0"]
+        assert fig3.surgery.name == ablation
+        assert replace(fig3, surgery=mt10.surgery) == mt10
+    gradnorm = runs["fig3-gradnorm-s0"]
+    assert replace(gradnorm, balancer=mt10.balancer) == mt10 != gradnorm
 
 
 IMAGE = {"torch", "numpy", "scipy", "pyyaml", "tqdm", "tensorboard"}

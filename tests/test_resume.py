@@ -277,7 +277,8 @@ def test_a_run_stopped_under_mtrl_0_3_goes_on_as_it_did_there(tmp_path, compile_
         assert without_timing(resumed) == without_timing(expected)
         return
     assert [(r["step"], r.keys()) for r in resumed] == [(r["step"], r.keys()) for r in expected]
-    trained = [(got, want) for got, want in zip(resumed, expected, strict=True) if LOSSES[0] in want]
+    pairs = zip(resumed, expected, strict=True)
+    trained = [(got, want) for got, want in pairs if LOSSES[0] in want]
     assert trained
     for got, want in trained:
         for key in LOSSES:

@@ -22,7 +22,7 @@ from helpers import (
     without_timing,
 )
 
-from mtrl.agent import MTSAC, ActorInputs, CriticInputs, flushing_denormals
+from mtrl.agent import MTSAC, ActorInputs, CriticInputs, flushing_denormals, fused_adam_step
 from mtrl.checkpoint import load_checkpoint, step_file
 from mtrl.cli import PREEMPTED, train_main
 from mtrl.config import AgentConfig, SurgeryConfig, config_from_yaml, load_config
@@ -125,6 +125,40 @@ def test_compiled_and_eager_agents_load_each_others_state():
             assert float(a["step"]) == float(b["step"]) == 4.0
             torch.testing.assert_close(b["exp_avg"], a["exp_avg"], rtol=1e-4, atol=1e-7)
             torch.testing.assert_close(b["exp_avg_sq"], a["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+
+
+def test_the_direct_fused_adam_step_is_optimizer_step_bit_for_bit(monkeypatch):
+    """``fused_adam_step`` against ``optimizer.step()`` of the same fused Adam: the same
+    parameters and moments after every step, from the first (which creates the state) on, and
+    after the state is replaced by ``load_state_dict`` (as a checkpoint does); the compiled
+    agent's components take it on a CPU."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 7, 2), (1,)]
+    start = [torch.randn(shape, generator=generator) for shape in shapes]
+    twins = []
+    for _ in range(2):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        twins.append((params, torch.optim.Adam(params, lr=1e-2, eps=1e-6, fused=True)))
+    for step in range(12):
+        grads = [torch.randn(shape, generator=generator) for shape in shapes]
+        if step == 6:  # a checkpoint's optimizer state, loaded into both
+            state = copy.deepcopy(twins[0][1].state_dict())
+            for _, optimizer in twins:
+                optimizer.load_state_dict(copy.deepcopy(state))
+        for (params, _), grad_list in zip(twins, (grads, [g.clone() for g in grads]), strict=True):
+            for param, grad in zip(params, grad_list, strict=True):
+                param.grad = grad
+        twins[0][1].step()
+        fused_adam_step(twins[1][1])
+        for a, b in zip(twins[0][0], twins[1][0], strict=True):
+            assert torch.equal(a, b), step
+        for a, b in zip(twins[0][1].state.values(), twins[1][1].state.values(), strict=True):
+            assert all(torch.equal(a[key], b[key]) for key in ("step", "exp_avg", "exp_avg_sq"))
+    stepped = []
+    monkeypatch.setattr("mtrl.agent.fused_adam_step", stepped.append)
+    make_agent(True).update(make_batch(0))
+    make_agent(False).update(make_batch(0))
+    assert len(stepped) == 3  # critic, actor, temperatures of the compiled agent only
 
 
 DENORMAL = 1e-39  # below float32's smallest normal, 1.18e-38

@@ -124,11 +124,11 @@ def check_toy_2d(out: str, tmp: Path) -> None:
 
 
 def check_study_plan(out: str, tmp: Path) -> None:
-    """The plan: 66 runs, each resolving to a valid config; the controls get the pair's budget
-    per task, the long controls the same settings for longer; the compile check is the archived
-    seed 0's config (no probe batch); Figure 3's ablations are MT10's runs with another surgery or
-    the balancer; the archived runs are among the planned ones (else the
-    restore would not stop them from running again).
+    """The plan: 76 runs, each resolving to a valid config; the controls get the pair's budget
+    per task, the long controls the same settings for longer, the pair at item c's budget
+    otherwise as Figure 4; the compile check is the archived seed 0's config (no probe batch);
+    Figure 3's ablations are MT10's runs with another surgery or the balancer; the archived runs
+    are among the planned ones (else the restore would not stop them from running again).
     Nothing started or written."""
     from mtrl.cli import resolve_train_config, train_parser
 
@@ -137,7 +137,7 @@ def check_study_plan(out: str, tmp: Path) -> None:
     for line in out.splitlines():
         name, *args = shlex.split(line)
         runs[name] = resolve_train_config(train_parser().parse_intermixed_args(args))
-    assert len(runs) == len(out.splitlines()) == 10 + 1 + 20 + 5 + 15 + 15
+    assert len(runs) == len(out.splitlines()) == 10 + 1 + 20 + 5 + 10 + 15 + 15
     pair, alone = runs["fig4-none-s0"].train, runs["ctl-reach-s0"].train
     for key in ("total_steps", "warmup_steps", "buffer_size", "eval_every"):
         assert getattr(alone, key) * 2 == getattr(pair, key), key
@@ -151,6 +151,10 @@ def check_study_plan(out: str, tmp: Path) -> None:
     check, seed0 = runs["check-compiled-fig4-none-s0"], runs["fig4-none-s0"]
     assert check.surgery.diagnostics_batch == 0 and seed0.surgery.diagnostics_batch == 512
     assert replace(check, surgery=seed0.surgery) == seed0
+    longpair, fig4 = runs["longpair-pcgrad-s0"], runs["fig4-pcgrad-s0"]
+    assert longpair.train.total_steps == 2 * 200_000
+    assert replace(longpair.train, total_steps=fig4.train.total_steps) == fig4.train
+    assert replace(longpair.surgery, diagnostics_batch=512) == fig4.surgery
     mt10 = runs["mt10-none-s0"]
     for ablation in ("pcgrad_direction", "pcgrad_magnitude"):
         fig3 = runs[f"fig3-{ablation}-s0"]

@@ -23,15 +23,16 @@
 # A fresh checkout has no run folders: the script first restores the finished runs' logs
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.
-# `scripts/study_pcgrad.sh plan [ctl|check|fig4|long|longpair|fig3|mt10|all]` prints the runs, one a line (name,
-# then mtrl-train's arguments), and starts, restores and writes nothing.
-# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|long|longpair|fig3|mt10|all|archive|plan] ; then
-#   mtrl-report $OUT/ctl-*/ $OUT/fig4-*/ $OUT/long*/ --out docs/results/pcgrad-pair
-#   mtrl-report $OUT/fig4-*/ --triad-figure docs/results/pcgrad-pair/fig4.png
-#   mtrl-report $OUT/ --claims button-press-topdown-v3 --out docs/results/pcgrad-pair
-#   mtrl-report $OUT/mt10-*/ $OUT/fig3-*/ --out docs/results/pcgrad-mt10
-# The single-task controls among the folders given to mtrl-report are compared with the same task
-# in the pair, per method.
+# `scripts/study_pcgrad.sh plan [ctl|check|fig4|long|longpair|fig3|mt10|all]` prints the runs, one
+# a line (name, then mtrl-train's arguments), and starts, restores and writes nothing.
+# `scripts/study_pcgrad.sh report` writes every report, figure and table of the results page from
+# the archived logs alone (restored into a temporary folder; $OUT is not read), with mtrl-report:
+#   the pair, its single-task controls and the long runs   -> docs/results/pcgrad-pair/
+#     (the controls are compared with the same task in the pair, per method)
+#   the triad figures of fig4 and longpair                 -> .../pcgrad-pair/{fig4,longpair}.png
+#   the paper's claims, from every run                     -> .../pcgrad-pair/claims.md
+#   MT10 and Figure 3                                      -> docs/results/pcgrad-mt10/
+# Usage: scripts/study_pcgrad.sh [ctl|check|fig4|long|longpair|fig3|mt10|all|archive|plan|report]
 set -euo pipefail
 OUT=${OUT:-runs/study}
 JOBS=${JOBS:-2}
@@ -125,6 +126,36 @@ archive() {
   echo "wrote $ARCHIVE: $((${#logs[@]} / 3)) finished runs"
 }
 
+# The results page's outputs from $ARCHIVE (the same command on every machine: the committed
+# outputs are what the committed logs give, which tests/test_analysis.py checks).
+report() {
+  local docs runs pair=() mt10=() d
+  docs=$(dirname "$ARCHIVE")
+  runs=$(mktemp -d)
+  trap "rm -rf '$runs'" EXIT
+  tar xzf "$ARCHIVE" -C "$runs"
+  for d in "$runs"/*/; do
+    case $(basename "$d") in
+      mt10-* | fig3-*) mt10+=("$d") ;;
+      *) pair+=("$d") ;;
+    esac
+  done
+  mtrl-report "${pair[@]}" --out "$docs/pcgrad-pair"
+  for d in fig4 longpair; do
+    if compgen -G "$runs/$d-*/" >/dev/null; then
+      mtrl-report "$runs"/$d-*/ --triad-figure "$docs/pcgrad-pair/$d.png"
+    fi
+  done
+  mtrl-report "$runs"/*/ --claims button-press-topdown-v3 --out "$docs/pcgrad-pair"
+  if ((${#mt10[@]})); then
+    mtrl-report "${mt10[@]}" --out "$docs/pcgrad-mt10"
+  fi
+}
+
+if [[ ${1:-all} == report ]]; then
+  report
+  exit
+fi
 if [[ ${1:-all} == plan ]]; then
   plan "${2:-all}"
   exit

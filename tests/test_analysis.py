@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -82,6 +83,30 @@ def test_claims_on_the_archived_logs_weight_intervals_by_diagnostic_updates(stud
     assert "| most conflicts meet (a) before the task is solved | pcgrad | mean 0.067 [" in text
     for heading in ("Figure 4: verdicts", "Figure 3: the ordering", "Section 5.2: MT10"):
         assert heading in text
+
+
+def test_the_learning_claim_compares_pcgrad_with_none_at_the_same_budget(study_runs, tmp_path):
+    """The pair at two budgets (here: three seeds per method of Figure 4, and the same logs again
+    as if run at 400k transitions): one learning verdict per budget, PCGrad against none of that
+    budget, never across budgets; the same logs give the same probabilities."""
+    runs = []
+    for method in ("none", "pcgrad"):
+        for seed in range(3):
+            run = study_runs / f"fig4-{method}-s{seed}"
+            longer = shutil.copytree(run, tmp_path / f"longpair-{method}-s{seed}")
+            config = longer / "config.yaml"
+            text = config.read_text().replace("total_steps: 120000", "total_steps: 400000")
+            config.write_text(text)
+            runs += [run, longer]
+    out = tmp_path / "claims"
+    assert report_main([*map(str, runs), "--claims", HARD, "--out", str(out), "--reps", "100"]) == 0
+    rows = [line for line in (out / "claims.md").read_text().splitlines() if "P(pcgrad" in line]
+    evidence = {line.split("|")[3].split(")")[0] + ")": line.split("|")[3] for line in rows}
+    budgets = ("train.total_steps=120000", "train.total_steps=400000")
+    assert set(evidence) == {f" P(pcgrad [{b}] > none [{b}])" for b in budgets}
+    assert len(rows) == 3 * len(budgets)  # final, best, last 10, per budget
+    short, long = ([r.split("|")[3].split("]) ", 1)[1] for r in rows if b in r] for b in budgets)
+    assert short == long
 
 
 def test_diagnostic_counts_follow_the_cumulative_update_count():

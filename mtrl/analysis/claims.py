@@ -332,18 +332,22 @@ def figure4_verdicts(claims: TriadClaims, reps: int, seed: int) -> list[Verdict]
 
 def learning_verdicts(claims: TriadClaims, reps: int, seed: int) -> list[Verdict]:
     """SAC with PCGrad learns the task where plain SAC does not: P(PCGrad > none) on the task's
-    success (final, best, mean of the last 10 evaluations)."""
-    by_label = {row.label: row for row in claims.rows}
-    if "pcgrad" not in by_label or "none" not in by_label:
-        return [Verdict("PCGrad learns the task, SAC does not", "pcgrad", "no runs", UNRESOLVED)]
+    success (final, best, mean of the last 10 evaluations), each PCGrad row against the plain
+    row of the same model and config variant (e.g. the same budget)."""
+    plain = {(row.method[0], row.variant): row for row in claims.rows if row.is_plain()}
     out = []
-    for quantity in ("final", "best", "late"):
-        x = np.array(claims.values("critic", "pcgrad", quantity))[:, None]
-        y = np.array(claims.values("critic", "none", quantity))[:, None]
-        p = stats.improvement(x, y, reps, seed)
-        claim = f"PCGrad learns the task ({SUCCESS[quantity]})"
-        out.append(Verdict(claim, "pcgrad", f"P(pcgrad > none) {show(p)}", judge(p, 0.5)))
-    return out
+    for row in claims.rows:
+        base = plain.get((row.method[0], row.variant))
+        if row.method[1:] != ("pcgrad", "none") or base is None:
+            continue
+        for quantity in ("final", "best", "late"):
+            x = np.array(claims.values("critic", row.label, quantity))[:, None]
+            y = np.array(claims.values("critic", base.label, quantity))[:, None]
+            p = stats.improvement(x, y, reps, seed)
+            claim = f"PCGrad learns the task ({SUCCESS[quantity]})"
+            evidence = f"P({row.label} > {base.label}) {show(p)}"
+            out.append(Verdict(claim, row.label, evidence, judge(p, 0.5)))
+    return out or [Verdict("PCGrad learns the task, SAC does not", "pcgrad", "no runs", UNRESOLVED)]
 
 
 def ordering_verdicts(

@@ -34,6 +34,8 @@ compared as it ran, not cut)."""
 
 
 MT10_RUNS = ("mt10-", "fig3-")
+TRIAD_FIGURES = ("fig4", "longpair")
+"""The pair's studies with a triad figure (``<study>.png`` and its numbers, ``<study>.csv``)."""
 """The study's MT10 runs, reported apart (docs/results/pcgrad-mt10), as `scripts/study_pcgrad.sh
 report` does."""
 
@@ -48,23 +50,26 @@ def study_runs(tmp_path_factory) -> Path:
 
 
 def test_report_outputs_unchanged_on_the_archived_study_logs(study_runs, tmp_path):
-    """The committed report and triad figure's numbers are what the archived logs give (the pair,
+    """The committed report and triad figures' numbers are what the archived logs give (the pair,
     its controls and the long runs, as `scripts/study_pcgrad.sh report` writes them): the same
-    tables and CSVs (the claims have their own test), the figure with the paper's H of the sum."""
+    tables and CSVs (the claims have their own test), the figures with the paper's H of the sum."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "report"
     pair = [str(p) for p in sorted(study_runs.iterdir()) if not p.name.startswith(MT10_RUNS)]
     assert report_main([*pair, "--out", str(out)]) == 0
     names = {p.name for p in PAIR_REPORT.iterdir() if p.suffix in (".csv", ".md")}
     made = {p.name for p in out.iterdir() if p.suffix in (".csv", ".md")}
-    assert made == names - {"fig4.csv", "claims.md"}  # every table committed, held.csv too
+    figures = {f"{study}.csv" for study in TRIAD_FIGURES if any(study_runs.glob(f"{study}-*"))}
+    assert made == names - figures - {"claims.md"}  # every table committed, held.csv too
     for name in sorted(made):
         assert (out / name).read_text() == (PAIR_REPORT / name).read_text(), name
-    fig4 = [str(p) for p in sorted(study_runs.glob("fig4-*"))]
-    assert report_main([*fig4, "--triad-figure", str(out / "fig4.png")]) == 0
-    after = list(csv.reader((out / "fig4.csv").open()))
-    assert after == list(csv.reader((PAIR_REPORT / "fig4.csv").open()))
-    assert {"curvature, L = sum", "curvature / |grad L|^2, L = sum"} <= {r[1] for r in after[1:]}
+    for name in sorted(figures):
+        runs = [str(p) for p in sorted(study_runs.glob(f"{Path(name).stem}-*"))]
+        png = str(out / Path(name).with_suffix(".png"))
+        assert report_main([*runs, "--triad-figure", png]) == 0
+        after = list(csv.reader((out / name).open()))
+        assert after == list(csv.reader((PAIR_REPORT / name).open())), name
+        assert {"curvature, L = sum", "curvature / |grad L|^2, L = sum"} <= {r[1] for r in after}
 
 
 def test_mt10_report_unchanged_on_the_archived_study_logs(study_runs, tmp_path):

@@ -153,7 +153,6 @@ class MTSAC:
         self.action_dim = action_dim
         self.device = torch.device(device)
         self._flush_denormals = compiled and self.device.type == "cpu"
-        self._direct_adam = compiled and self.device.type != "cuda"  # fused, not capturable
         self.target_entropy = (
             -float(action_dim) if config.target_entropy is None else config.target_entropy
         )
@@ -442,10 +441,7 @@ class MTSAC:
                     self._probe(component, "probe/", probe_inputs, probe_rows, probe_losses)
                 )
         self._clip(component)
-        if self._direct_adam:
-            fused_adam_step(component.optimizer)
-        else:
-            component.optimizer.step()
+        adam_step(component.optimizer)
         for probe in probes:
             self._record_curvature(component, *probe)
         if balancer is not None:
@@ -531,19 +527,23 @@ class MTSAC:
         torch._foreach_lerp_(*self._polyak, self.config.tau)
 
 
-def fused_adam_step(optimizer: torch.optim.Adam) -> None:
-    """``optimizer.step()`` of a fused Adam with one parameter group, straight to its kernel.
+def adam_step(optimizer: torch.optim.Adam) -> None:
+    """``optimizer.step()``; for a fused Adam (the compiled path on a CPU), straight to its kernel.
 
     On these small networks ``step()``'s bookkeeping (its hook and profiling wrappers, gathering
     the state and regrouping the tensors by device and dtype on every call) costs about as much
-    as the fused kernel: 0.3 ms of a 6 ms ``pcgrad-fig4`` update. This makes the two calls that
-    ``step()`` ends in, with the same arguments, so the step is bit for bit the same (tested);
-    the first step, which creates the state, goes through ``step()``. Not for a ``capturable``
-    Adam (CUDA graphs), whose step count lives on the device.
+    as the fused kernel: 0.3 ms of a 6 ms ``pcgrad-fig4`` update. For a fused Adam with one
+    parameter group and none of the options that change the kernel's call (``capturable`` on
+    CUDA, amsgrad, maximize, AdamW's decay), this makes the two calls that ``step()`` ends in,
+    with the same arguments: bit for bit the same step (tested). Anything else, and the first
+    step, which creates the state, go through ``step()``.
     """
-    (group,) = optimizer.param_groups
+    groups = optimizer.param_groups
+    group = groups[0]
+    options = ("capturable", "amsgrad", "maximize", "differentiable", "decoupled_weight_decay")
+    plain = len(groups) == 1 and group["fused"] and not any(group.get(o) for o in options)
     params = group["params"]
-    if len(optimizer.state) < len(params):
+    if not plain or len(optimizer.state) < len(params):
         optimizer.step()
         return
     states = [optimizer.state[p] for p in params]

@@ -883,8 +883,13 @@ class PreemptionSignals:
         if self.received is None:
             self.received = signal.Signals(signum).name
 
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
     def install(self) -> PreemptionSignals:
-        if threading.current_thread() is threading.main_thread():
+        """Install the handlers (once: installing again changes nothing)."""
+        if not self.installed and threading.current_thread() is threading.main_thread():
             for name in self.NAMES:
                 if hasattr(signal, name):
                     number = getattr(signal, name)

@@ -29,6 +29,7 @@ from mtrl.validation import validate_run
 if TYPE_CHECKING:
     import torch
 
+    from mtrl.checkpoint import PreemptionSignals
     from mtrl.train import Trainer
 
 PREEMPTED = 3
@@ -220,10 +221,22 @@ def check_capture(config: Config, device: torch.device) -> None:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
+    from mtrl.checkpoint import PreemptionSignals
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = train_parser().parse_intermixed_args(argv)
-    if args.resume is not None:
-        return _resume_main(args, argv)
+    # From here on SIGTERM/SIGUSR1 are recorded, not deaths: one that comes while the trainer is
+    # built (the envs take seconds) stops the run at its start, with a checkpoint.
+    signals = PreemptionSignals().install()
+    try:
+        if args.resume is not None:
+            return _resume_main(args, argv, signals)
+        return _fresh_main(args, argv, signals)
+    finally:
+        signals.uninstall()
+
+
+def _fresh_main(args: argparse.Namespace, argv: list[str], signals: PreemptionSignals) -> int:
     try:
         config = resolve_train_config(args)
         if args.print_config:
@@ -240,11 +253,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return fail("mtrl-train", exc)
 
     write_provenance(run_dir, config, device, argv)
-    trainer = Trainer(config, run_dir, progress=not args.no_progress)
+    trainer = Trainer(config, run_dir, progress=not args.no_progress, signals=signals)
     return _train(trainer, run_dir)
 
 
-def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
+def _resume_main(args: argparse.Namespace, argv: list[str], signals: PreemptionSignals) -> int:
     """``--resume DIR``: every check first; the run folder is touched only once all pass."""
     from mtrl.checkpoint import CheckpointError, prepare_resume
 
@@ -264,7 +277,9 @@ def _resume_main(args: argparse.Namespace, argv: list[str]) -> int:
 
         device = resolve_device(config.train.device)
         check_capture(config, device)
-        trainer = Trainer(config, args.resume, progress=not args.no_progress, resume=checkpoint)
+        trainer = Trainer(
+            config, args.resume, progress=not args.no_progress, resume=checkpoint, signals=signals
+        )
     except (ConfigError, CheckpointError, ValueError) as exc:
         return fail("mtrl-train", exc)
     record_resume(args.resume, checkpoint.step, device, argv)

@@ -176,7 +176,11 @@ class Trainer:
         run_dir: Path,
         progress: bool = True,
         resume: Checkpoint | None = None,
+        signals: PreemptionSignals | None = None,
     ):
+        """``signals``: handlers the caller installed before building the trainer (the CLI
+        does, so a signal while the envs are built is not a death); :meth:`run` answers a
+        signal they recorded before it started with a checkpoint at once."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -233,7 +237,7 @@ class Trainer:
         """The evaluation marked final, once it happened (with ``train.eval_final`` false it
         comes before the end of training)."""
         self.interval = IntervalMetrics()
-        self.signals = PreemptionSignals()
+        self.signals = signals or PreemptionSignals()
         self.pending_updates = 0
         """Updates of the current vector step not run yet (nonzero only while it updates, or in
         a checkpoint taken when a signal stopped its updates)."""
@@ -308,9 +312,12 @@ class Trainer:
             disable=not self.progress,
         )
         clock = _IntervalClock(self.step)
+        owned = not self.signals.installed
         self.signals.install()
         final_step = final_evaluation_step(train)
         try:
+            if self.signals.received is not None:
+                self._preempt()  # came while the trainer was built: the run as it starts
             if self.pending_updates or self.evaluation_pending:
                 self._finish_step(final_step, clock, bar)  # resumed inside the step it stopped in
             elif self.step == 0 and train.eval_at_start:
@@ -325,7 +332,8 @@ class Trainer:
             try:
                 self._close_after_error()
             finally:
-                self.signals.uninstall()
+                if owned:
+                    self.signals.uninstall()
             raise
         # The handlers stay until the run is closed: a second signal while the envs close must
         # not turn a complete run or a written checkpoint into a death by signal.
@@ -333,7 +341,8 @@ class Trainer:
         try:
             self.close()
         finally:
-            self.signals.uninstall()
+            if owned:
+                self.signals.uninstall()
         assert self.final_result is not None  # validate() leaves at least one evaluation
         return self.final_result
 

@@ -268,6 +268,35 @@ def test_a_signal_while_the_run_closes_keeps_exit_status_3(tmp_path, monkeypatch
     assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 40)
 
 
+def test_a_signal_while_the_trainer_is_built_stops_the_run_at_its_start(
+    straight, tmp_path, monkeypatch, capsys
+):
+    """A SIGTERM while the envs are built (before the loop) is recorded, not a death: the run
+    stops at step 0 with a checkpoint and resumes as the uninterrupted run."""
+    run, make_train_envs = tmp_path / "run", mtrl.train.make_train_envs
+
+    def make_and_signal(*args, **kwargs):
+        envs = make_train_envs(*args, **kwargs)
+        kill_self()
+        return envs
+
+    monkeypatch.setattr(mtrl.train, "make_train_envs", make_and_signal)
+    outside = []  # what reached the handler in place before train_main's (not pytest's death)
+    before = signal.signal(signal.SIGTERM, lambda *args: outside.append(args))
+    try:
+        assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
+    finally:
+        restored = signal.signal(signal.SIGTERM, before)
+    monkeypatch.undo()
+    assert outside == [], "the signal came before train_main's handler was installed"
+    assert restored is not None and restored.__name__ == "<lambda>", "handler left installed"
+    assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 0)
+    checkpoint = load_checkpoint(step_file(run, 0))
+    assert checkpoint.state["replay"]["size"] == 0 and checkpoint.state["episode_boundary"]
+    assert read_metrics(run) == []
+    assert_resumes_as_the_uninterrupted_run(run, straight, capsys)
+
+
 def test_a_signal_in_the_evaluation_at_the_start(tmp_path, monkeypatch, capsys):
     """``train.eval_at_start``: stopped in the evaluation before the first step, the run has a
     checkpoint at step 0 and resumes as the uninterrupted run."""

@@ -17,9 +17,10 @@
 #         GradNorm (critic), seeds 0-4 (none and pcgrad seeds 0-4 come from mt10)
 # Runs go to $OUT/<study>-<method>-s<seed>, JOBS at a time (default 2, one per core), in this
 # order: the controls, the compile check, the fig4 pairs of seeds, long, longpair, mt10, fig3.
-# Run it again to continue: finished runs are skipped, interrupted ones resumed from their last checkpoint (exact
-# resume), a run that died before its first checkpoint is moved aside and started again, a run
-# that another instance of this script is running (its lock file is held) is left to it.
+# Run it again to continue: finished runs are skipped, interrupted ones resumed from their last
+# checkpoint (exact resume), a run that died before its first checkpoint is moved aside and
+# started again, a run that another instance of this script is running (its lock file is held)
+# is left to it.
 # A fresh checkout has no run folders: the script first restores the finished runs' logs
 # (config.yaml, meta.json, metrics.jsonl: all a report needs) from $ARCHIVE, so it continues with
 # the runs not done yet; `scripts/study_pcgrad.sh archive` writes every finished run's logs there.

@@ -282,14 +282,18 @@ def test_a_signal_while_the_trainer_is_built_stops_the_run_at_its_start(
 
     monkeypatch.setattr(mtrl.train, "make_train_envs", make_and_signal)
     outside = []  # what reached the handler in place before train_main's (not pytest's death)
-    before = signal.signal(signal.SIGTERM, lambda *args: outside.append(args))
+
+    def record(*args):
+        outside.append(args)
+
+    before = signal.signal(signal.SIGTERM, record)
     try:
         assert train_main(tiny_mt1(300, run, *ARGS)) == PREEMPTED
     finally:
         restored = signal.signal(signal.SIGTERM, before)
     monkeypatch.undo()
     assert outside == [], "the signal came before train_main's handler was installed"
-    assert restored is not None and restored.__name__ == "<lambda>", "handler left installed"
+    assert restored is record, "train_main left its handler installed"
     assert_one_line_preemption(capsys.readouterr().err, "SIGTERM", 0)
     checkpoint = load_checkpoint(step_file(run, 0))
     assert checkpoint.state["replay"]["size"] == 0 and checkpoint.state["episode_boundary"]

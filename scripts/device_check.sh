@@ -74,8 +74,9 @@ for name in ("omegaconf", "gymnasium", "mujoco", "metaworld", "torchjd", "hypoth
 print(json.dumps(info))
 EOF
 
-step tests 120 "$py" -m pytest -q -m cuda -p no:cacheprovider --junitxml="$work/tests.xml" \
-  tests/test_cuda.py tests/surgery/test_api.py
+# In this process, on the one GPU: the node has no pytest-xdist, so the repo's -n options go.
+step tests 120 "$py" -m pytest -q -m cuda -p no:cacheprovider -o addopts=-ra \
+  --junitxml="$work/tests.xml" tests/test_cuda.py tests/surgery/test_api.py
 
 step bench_update 100 "$py" scripts/bench_update.py --device cuda --benchmarks mt10 mt50 \
   --methods pcgrad cagrad gradops mgda cagrad:solver=exact --compile none cudagraph --rounds 3 \

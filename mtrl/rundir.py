@@ -78,6 +78,7 @@ def write_provenance(run_dir: Path, config: Config, device: torch.device, argv: 
         "torch": torch.__version__,
         "metaworld": getattr(metaworld, "__version__", _dist_version("metaworld")),
         "host": platform.node(),
+        "cpu": processor(),
     }
     (run_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -97,11 +98,38 @@ def record_resume(run_dir: Path, step: int, device: torch.device, argv: list[str
             "git_commit": git_commit(),
             "device": str(device),
             "host": platform.node(),
+            "cpu": processor(),
         }
     )
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def processor_kind() -> str:
+    """The processor's vendor and torch's CPU kernel set, e.g. ``AuthenticAMD-AVX512``. Float
+    results are reproducible bit for bit only on one kind: MKL's matrix products and torch's
+    vectorised reductions round differently on another (runs from two kinds differ as two seeds
+    do, by rounding)."""
+    vendor = _cpuinfo_field("vendor_id") or platform.processor() or "unknown"
+    return f"{vendor}-{torch.backends.cpu.get_cpu_capability()}"
+
+
+def processor() -> str:
+    """The processor's model name and kind, for meta.json."""
+    return f"{_cpuinfo_field('model name') or platform.machine()} ({processor_kind()})"
+
+
+def _cpuinfo_field(name: str) -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return ""
 
 
 def protocol(config: Config) -> dict[str, object]:

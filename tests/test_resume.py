@@ -24,6 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mtrl.checkpoint import BEST_FILE, load_checkpoint, step_file, train_checkpoints
 from mtrl.cli import PREEMPTED, USAGE_ERROR, train_main
 from mtrl.logger import read_metrics
+from mtrl.rundir import processor_kind
 
 # The smoke preset (real MT10), shrunk: 50-step episodes put an episode boundary every
 # 10 x 50 = 500 env steps; a checkpoint at 1000, the run ends at 2000 (and checkpoints there).
@@ -259,28 +260,16 @@ LOSSES = ("train/critic_loss", "train/actor_loss", "train/alpha_loss", "train/q_
 DATA = Path(__file__).parent / "data"
 
 
-def cpu_kind() -> str:
-    """The processor's vendor and torch's kernel set: MKL's matrix products and torch's
-    vectorised reductions round differently on another kind, so a float run is bit-for-bit
-    reproducible only on the same kind."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    vendor = next(
-        (line.split(":")[1].strip() for line in lines if line.startswith("vendor_id")), ""
-    )
-    return f"{vendor or 'unknown'}-{torch.backends.cpu.get_cpu_capability()}"
-
-
 def mtrl_0_3_lines(tmp_path: Path) -> tuple[list[dict], bool]:
     """The lines 0.3.0 logged after the archived step-300 checkpoint, and whether they were
     logged on this kind of processor. ``expected.jsonl`` in the archive: 0.3.0's uninterrupted
     run, on the Intel machine that wrote it (GenuineIntel-AVX512); ``mtrl-0.3.0-run-<kind>.jsonl``:
     0.3.0 (3c5a50e, the same packages) resumed from that checkpoint on another kind."""
-    here = DATA / f"mtrl-0.3.0-run-{cpu_kind()}.jsonl"
+    here = DATA / f"mtrl-0.3.0-run-{processor_kind()}.jsonl"
     if here.is_file():
         return [json.loads(line) for line in here.read_text().splitlines()], True
     expected = (tmp_path / "expected.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in expected], cpu_kind() == "GenuineIntel-AVX512"
+    return [json.loads(line) for line in expected], processor_kind() == "GenuineIntel-AVX512"
 
 
 @pytest.mark.parametrize("compile_mode", ["none", "inductor"])

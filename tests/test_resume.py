@@ -263,8 +263,9 @@ DATA = Path(__file__).parent / "data"
 def mtrl_0_3_lines(tmp_path: Path) -> tuple[list[dict], bool]:
     """The lines 0.3.0 logged after the archived step-300 checkpoint, and whether they were
     logged on this kind of processor. ``expected.jsonl`` in the archive: 0.3.0's uninterrupted
-    run, on the Intel machine that wrote it (GenuineIntel-AVX512); ``mtrl-0.3.0-run-<kind>.jsonl``:
-    0.3.0 (3c5a50e, the same packages) resumed from that checkpoint on another kind."""
+    run on the machine that wrote it, whose kind was not recorded (taken to be
+    GenuineIntel-AVX512: that machine had AMX units); ``mtrl-0.3.0-run-<kind>.jsonl``: 0.3.0
+    (3c5a50e, the same packages) resumed from that checkpoint on another kind."""
     here = DATA / f"mtrl-0.3.0-run-{processor_kind()}.jsonl"
     if here.is_file():
         return [json.loads(line) for line in here.read_text().splitlines()], True

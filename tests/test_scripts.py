@@ -123,13 +123,26 @@ def check_toy_2d(out: str, tmp: Path) -> None:
     assert len(re.findall(r"^gradops alpha=", out, re.MULTILINE)) == 9  # 3 alphas x 3 starts
 
 
+def study_plan(part: str, tmp: Path) -> str:
+    """What `scripts/study_pcgrad.sh plan PART` prints (`OUT`: a folder that must stay absent)."""
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "study_pcgrad.sh"), "plan", part],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        env=child_env(OUT=str(tmp / "out")),
+        check=True,
+    )
+    return result.stdout
+
+
 def check_study_plan(out: str, tmp: Path) -> None:
-    """The plan: 76 runs, each resolving to a valid config; the controls get the pair's budget
+    """The plan: 75 runs, each resolving to a valid config; the controls get the pair's budget
     per task, the long controls the same settings for longer, the pair at item c's budget
-    otherwise as Figure 4; the compile check is the archived seed 0's config (no probe batch);
-    Figure 3's ablations are MT10's runs with another surgery or the balancer; the archived runs
-    are among the planned ones (else the restore would not stop them from running again).
-    Nothing started or written."""
+    otherwise as Figure 4; Figure 3's ablations are MT10's runs with another surgery or the
+    balancer; the archived runs are the planned ones (the study is complete: on a fresh checkout
+    `all` restores them and starts nothing). The compile check, planned only when named, is the
+    archived seed 0's config without the probe batch. Nothing started or written."""
     from mtrl.cli import resolve_train_config, train_parser
 
     assert not (tmp / "out").exists()
@@ -137,7 +150,7 @@ def check_study_plan(out: str, tmp: Path) -> None:
     for line in out.splitlines():
         name, *args = shlex.split(line)
         runs[name] = resolve_train_config(train_parser().parse_intermixed_args(args))
-    assert len(runs) == len(out.splitlines()) == 10 + 1 + 20 + 5 + 10 + 15 + 15
+    assert len(runs) == len(out.splitlines()) == 10 + 20 + 5 + 10 + 15 + 15
     pair, alone = runs["fig4-none-s0"].train, runs["ctl-reach-s0"].train
     for key in ("total_steps", "warmup_steps", "buffer_size", "eval_every"):
         assert getattr(alone, key) * 2 == getattr(pair, key), key
@@ -147,8 +160,11 @@ def check_study_plan(out: str, tmp: Path) -> None:
     archive = SOURCE_ROOT / "docs/results/pcgrad-study-runs.tar.gz"
     with tarfile.open(archive) as tar:
         archived = {Path(name).parts[0] for name in tar.getnames()}
-    assert archived and archived <= set(runs)
-    check, seed0 = runs["check-compiled-fig4-none-s0"], runs["fig4-none-s0"]
+    assert archived == set(runs)
+    (line,) = study_plan("check", tmp).splitlines()
+    name, *args = shlex.split(line)
+    check = resolve_train_config(train_parser().parse_intermixed_args(args))
+    seed0 = runs["fig4-none-s0"]
     assert check.surgery.diagnostics_batch == 0 and seed0.surgery.diagnostics_batch == 512
     assert replace(check, surgery=seed0.surgery) == seed0
     longpair, fig4 = runs["longpair-pcgrad-s0"], runs["fig4-pcgrad-s0"]
@@ -210,8 +226,8 @@ QUICK: dict[str, Quick | str] = {
     "preemption_latency.py": Quick(
         ["--quick", "--presets", "pcgrad-fig4"], check_table_row("`pcgrad-fig4`", 8)
     ),
-    # starts 60 training runs: its plan only (``OUT`` set to a folder that must stay absent)
-    "study_pcgrad.sh": Quick(["plan"], check_study_plan),
+    # starts 75 training runs: its plan only (``OUT`` set to a folder that must stay absent)
+    "study_pcgrad.sh": Quick(["plan", "all"], check_study_plan),
     "toy_2d.py": Quick(["--steps", "50", "--out", "{tmp}/toy.png"], check_toy_2d),
 }
 """Script -> its quick run; or, for a script another test runs, ``FILE::TEST``."""

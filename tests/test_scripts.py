@@ -25,6 +25,7 @@ import pytest
 from helpers import SOURCE_ROOT, child_env
 
 from mtrl import balancers
+from mtrl.config import Config
 
 SCRIPTS = SOURCE_ROOT / "scripts"
 TESTS = Path(__file__).resolve().parent
@@ -123,17 +124,30 @@ def check_toy_2d(out: str, tmp: Path) -> None:
     assert len(re.findall(r"^gradops alpha=", out, re.MULTILINE)) == 9  # 3 alphas x 3 starts
 
 
-def study_plan(part: str, tmp: Path) -> str:
-    """What `scripts/study_pcgrad.sh plan PART` prints (`OUT`: a folder that must stay absent)."""
+def run_script(name: str, args: list[str], tmp: Path) -> str:
+    """Its stdout, run from ``tmp`` with ``OUT`` set to ``tmp/out``; a non-zero exit fails."""
+    program = [sys.executable] if name.endswith(".py") else ["bash"]
     result = subprocess.run(
-        ["bash", str(SCRIPTS / "study_pcgrad.sh"), "plan", part],
+        [*program, str(SCRIPTS / name), *args],
         capture_output=True,
         text=True,
         cwd=tmp,
-        env=child_env(OUT=str(tmp / "out")),
-        check=True,
+        env=child_env(OUT=str(tmp / "out"), PYTHON=sys.executable),
+        timeout=600,
     )
+    assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def planned_runs(out: str) -> dict[str, Config]:
+    """``study_pcgrad.sh plan``'s lines as run name -> the config mtrl-train would resolve."""
+    from mtrl.cli import resolve_train_config, train_parser
+
+    runs = {}
+    for line in out.splitlines():
+        name, *args = shlex.split(line)
+        runs[name] = resolve_train_config(train_parser().parse_intermixed_args(args))
+    return runs
 
 
 def check_study_plan(out: str, tmp: Path) -> None:
@@ -143,13 +157,7 @@ def check_study_plan(out: str, tmp: Path) -> None:
     balancer; the archived runs are the planned ones (the study is complete: on a fresh checkout
     `all` restores them and starts nothing). The compile check, planned only when named, is the
     archived seed 0's config without the probe batch. Nothing started or written."""
-    from mtrl.cli import resolve_train_config, train_parser
-
-    assert not (tmp / "out").exists()
-    runs = {}
-    for line in out.splitlines():
-        name, *args = shlex.split(line)
-        runs[name] = resolve_train_config(train_parser().parse_intermixed_args(args))
+    runs = planned_runs(out)
     assert len(runs) == len(out.splitlines()) == 10 + 20 + 5 + 10 + 15 + 15
     pair, alone = runs["fig4-none-s0"].train, runs["ctl-reach-s0"].train
     for key in ("total_steps", "warmup_steps", "buffer_size", "eval_every"):
@@ -161,9 +169,7 @@ def check_study_plan(out: str, tmp: Path) -> None:
     with tarfile.open(archive) as tar:
         archived = {Path(name).parts[0] for name in tar.getnames()}
     assert archived == set(runs)
-    (line,) = study_plan("check", tmp).splitlines()
-    name, *args = shlex.split(line)
-    check = resolve_train_config(train_parser().parse_intermixed_args(args))
+    (check,) = planned_runs(run_script("study_pcgrad.sh", ["plan", "check"], tmp)).values()
     seed0 = runs["fig4-none-s0"]
     assert check.surgery.diagnostics_batch == 0 and seed0.surgery.diagnostics_batch == 512
     assert replace(check, surgery=seed0.surgery) == seed0
@@ -178,6 +184,7 @@ def check_study_plan(out: str, tmp: Path) -> None:
         assert replace(fig3, surgery=mt10.surgery) == mt10
     gradnorm = runs["fig3-gradnorm-s0"]
     assert replace(gradnorm, balancer=mt10.balancer) == mt10 != gradnorm
+    assert not (tmp / "out").exists()
 
 
 IMAGE = {"torch", "numpy", "scipy", "pyyaml", "tqdm", "tensorboard"}
@@ -244,15 +251,5 @@ def test_script_runs_in_its_quick_mode(name, tmp_path):
         file, test = quick.split("::")
         assert re.search(rf"^def {test}\(", (TESTS / file).read_text(), re.MULTILINE)
         return
-    program = [sys.executable] if name.endswith(".py") else ["bash"]
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in quick.args]
-    result = subprocess.run(
-        [*program, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=child_env(OUT=str(tmp_path / "out"), PYTHON=sys.executable),
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    quick.check(result.stdout, tmp_path)
+    quick.check(run_script(name, args, tmp_path), tmp_path)

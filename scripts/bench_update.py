@@ -8,7 +8,9 @@ device drained once at its end, as in training, where an update that never waits
 lets Python run ahead of it. Tables: (1) each surgery method with the default 3 x 400 MLP
 (methods take options as NAME:KEY=VALUE, e.g. ``cagrad:solver=exact``: the host solver on a
 GPU; ``--compile cudagraph`` adds each method replayed from a CUDA graph, ``+graph`` rows,
-``--compile none inductor`` each method compiled, ``+inductor`` rows); (2)
+``--compile none inductor`` each method compiled, ``+inductor`` rows; ``--bf16`` each row
+again with the update under ``torch.autocast`` in bfloat16, ``+bf16`` rows: another arithmetic,
+which mtrl does not offer, measured for what a processor's bfloat16 products would give); (2)
 the per-task critic gradients: one vmapped pass vs a loop of K backward passes vs one plain
 backward; (3) each model (``agent.model``, with the network of its paper preset
 ``configs/<benchmark>-<model>``) without surgery and with PCGrad. The last line is one JSON
@@ -17,6 +19,7 @@ object with the times and ratios.
     python scripts/bench_update.py                      # CPU, MT10 and MT50, everything
     python scripts/bench_update.py --device cuda --compile none cudagraph
     python scripts/bench_update.py --compile none inductor --benchmarks mt10 --models
+    python scripts/bench_update.py --compile inductor --bf16 --benchmarks mt10 --methods pcgrad
     python scripts/bench_update.py --quick --benchmarks mt10 --methods pcgrad cagrad --models
     python scripts/bench_update.py --methods --models moore paco   # models table only
 """
@@ -142,11 +145,12 @@ def bench_updates(
 
 
 def method_agents(
-    num_tasks: int, methods: list[str], device: torch.device, modes: list[str]
+    num_tasks: int, methods: list[str], device: torch.device, modes: list[str], bf16: bool = False
 ) -> dict[str, MTSAC]:
     """The plain agent and one per method, eager, (``cudagraph`` in ``modes``) captured and
     (``inductor``) compiled; methods that cannot be captured are left out of the captured rows,
-    with a note. The first mode's plain agent is the rows' reference."""
+    with a note. The first mode's plain agent is the rows' reference. With ``bf16``, each agent
+    again, its updates run under bfloat16 autocast (:func:`in_bfloat16`)."""
     agents = {}
     suffix = {"none": "", "cudagraph": "+graph", "inductor": "+inductor"}
     for mode in modes:
@@ -156,10 +160,27 @@ def method_agents(
             if problem is not None:
                 print(f"  {spec}+graph: not captured ({problem})")
                 continue
-            agents[spec + suffix[mode]] = make_agent(
-                num_tasks, spec, device, cuda_graph=graph, compiled=mode == "inductor"
-            )
+            for half in (False, True) if bf16 else (False,):
+                agent = make_agent(
+                    num_tasks, spec, device, cuda_graph=graph, compiled=mode == "inductor"
+                )
+                if half:
+                    in_bfloat16(agent)
+                agents[spec + suffix[mode] + ("+bf16" if half else "")] = agent
     return agents
+
+
+def in_bfloat16(agent: MTSAC) -> None:
+    """Run ``agent``'s updates under ``torch.autocast`` in bfloat16: the matrix products and the
+    activations after them in bfloat16 (8 bits of mantissa); the parameters, Adam's state and
+    the returned losses stay float32."""
+    update = agent.update
+
+    def autocast_update(*args, **kwargs):
+        with torch.autocast(agent.device.type, dtype=torch.bfloat16):
+            return update(*args, **kwargs)
+
+    agent.update = autocast_update
 
 
 def bench_models(
@@ -232,6 +253,9 @@ def main() -> None:
         choices=["none", "inductor", "cudagraph"],
         dest="modes",
     )
+    parser.add_argument(
+        "--bf16", action="store_true", help="each method again under bfloat16 autocast (+bf16)"
+    )
     parser.add_argument("--burst", type=int, default=None, help="updates per timing (1; cuda 20)")
     parser.add_argument(
         "--models", nargs="*", default=models.available(), help="models table ('mlp' added)"
@@ -252,7 +276,9 @@ def main() -> None:
     for benchmark in args.benchmarks:
         rounds = args.rounds or (2 if args.quick else (5 if benchmark == "mt10" else 3))
         if args.methods:
-            bench_methods(benchmark, args.methods, args.modes, rounds, burst, device, summary)
+            bench_methods(
+                benchmark, args.methods, args.modes, rounds, burst, device, summary, args.bf16
+            )
         if args.models:
             names = ["mlp", *(m for m in args.models if m != "mlp")]
             ms = bench_models(benchmark, names, rounds, burst, device)
@@ -268,10 +294,11 @@ def bench_methods(
     burst: int,
     device: torch.device,
     summary: dict,
+    bf16: bool = False,
 ) -> None:
     """Table 1 (surgery methods, default MLP) and table 2 (per-task critic gradients)."""
     num_tasks = TASKS[benchmark]
-    agents = method_agents(num_tasks, methods, device, modes)
+    agents = method_agents(num_tasks, methods, device, modes, bf16)
     ms = bench_updates(agents, num_tasks, rounds, burst, device)
     plain = next(iter(ms.values()))  # the first mode's plain update
     print(

@@ -46,7 +46,7 @@ def last_json(out: str) -> dict:
 def check_bench_update(out: str, tmp: Path) -> None:
     summary = last_json(out)
     assert summary["mt10_plain_ms"] > 0
-    assert set(summary["mt10_ratio"]) == {"none", "pcgrad"}
+    assert set(summary["mt10_ratio"]) == {"none", "pcgrad", "none+bf16", "pcgrad+bf16"}
     assert set(summary["mt10_models_ms"]) == {"mlp/none", "mlp/pcgrad"}
     assert summary["mt10_vmap_over_plain_backward"] > 0
     assert set(summary["mt10_adam_ms"]) == {
@@ -215,7 +215,7 @@ QUICK: dict[str, Quick | str] = {
     "bench_throughput.py": Quick(["--quick", "--config", "pcgrad-fig4"], check_bench_throughput),
     "bench_train.py": Quick(["--quick"], check_bench_train),
     "bench_update.py": Quick(
-        ["--quick", "--benchmarks", "mt10", "--methods", "pcgrad", "--models", "mlp"],
+        ["--quick", "--benchmarks", "mt10", "--methods", "pcgrad", "--models", "mlp", "--bf16"],
         check_bench_update,
     ),
     "cagrad_reference.py": Quick(["--problems", "2"], check_cagrad_reference),

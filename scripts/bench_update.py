@@ -268,6 +268,8 @@ def main() -> None:
     device = torch.device(args.device)
     if "cudagraph" in args.modes and device.type != "cuda":
         parser.error("--compile cudagraph needs --device cuda")
+    if "cudagraph" in args.modes and args.bf16:
+        parser.error("--bf16 runs eager or inductor updates only (autocast is not captured)")
     burst = args.burst or (20 if device.type == "cuda" else 1)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {device} ({label}), torch {torch.__version__}, threads {args.threads}")
